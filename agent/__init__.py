@@ -1,0 +1,1 @@
+"""The LangGraph agent: intake → plan → execute → compose → verify → audit."""

@@ -1,0 +1,1 @@
+"""Input readers shared by several tools: volumes (CT/NIfTI/DICOM), signals, radiographs."""

