@@ -89,6 +89,7 @@ class ToolResult(BaseModel):
 
     tool: str
     status: ToolStatus
+    input: dict[str, Any] | None = Field(default=None, description="the validated input the tool ran on")
     output: dict[str, Any] | None = None
     summary_ja: str
     error_detail: str | None = Field(default=None, description="technical detail for the log, not the user")
@@ -163,6 +164,8 @@ class Tool(ABC, Generic[InputT]):
     keywords_ja: ClassVar[tuple[str, ...]] = ()
     #: attachment kinds (see agent.attachments) this tool consumes
     attachment_kinds: ClassVar[tuple[str, ...]] = ()
+    #: tools whose results (same turn) this tool reads from ``ToolContext.results``; it runs after them
+    depends_on: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.load()
@@ -200,7 +203,7 @@ class Tool(ABC, Generic[InputT]):
                 f"（pip install 'dokuei[models]' で導入できます）。",
                 checks,
             )
-        if self.requires.device == "cuda" and not cuda_available():
+        if self.requires.device == "cuda" and not gpu_present():
             return Availability(ToolStatus.UNAVAILABLE, "このツールは GPU（CUDA）が必要ですが、見つかりません。", checks)
         return Availability(ToolStatus.OK, "利用可能", checks)
 
@@ -221,12 +224,14 @@ class Tool(ABC, Generic[InputT]):
             log.warning("tool %s: invalid input: %s", self.name, exc)
             prov.input_sha256 = _sha256_json(raw if isinstance(raw, dict) else {})
             return self._result(ToolStatus.FAILED, prov, t0, summary_ja=_validation_ja(exc), detail=str(exc))
-        prov.input_sha256 = _sha256_json(inp.model_dump(mode="json"))
+        input_json = inp.model_dump(mode="json")
+        prov.input_sha256 = _sha256_json(input_json)
         prov.file_sha256 = hash_input_files(inp)
         availability = self.availability()
         prov.weights_sha256 = {c.spec.id: c.sha256 for c in availability.weights if c.sha256}
         if availability.status is not ToolStatus.OK:
-            return self._result(ToolStatus.UNAVAILABLE, prov, t0, summary_ja=availability.reason_ja)
+            return self._result(ToolStatus.UNAVAILABLE, prov, t0, summary_ja=availability.reason_ja,
+                                input_json=input_json)
         try:
             if not self._ready:
                 self.device = self.resolve_device()
@@ -236,20 +241,22 @@ class Tool(ABC, Generic[InputT]):
             outcome = self.run(inp)  # type: ignore[arg-type]
         except ToolInputError as exc:
             log.warning("tool %s: bad input: %s", self.name, exc.detail)
-            return self._result(ToolStatus.FAILED, prov, t0, summary_ja=exc.message_ja, detail=exc.detail)
+            return self._result(ToolStatus.FAILED, prov, t0, summary_ja=exc.message_ja, detail=exc.detail,
+                                input_json=input_json)
         except ToolUnavailableError as exc:
             log.warning("tool %s: unavailable: %s", self.name, exc.detail)
-            return self._result(ToolStatus.UNAVAILABLE, prov, t0, summary_ja=exc.message_ja, detail=exc.detail)
+            return self._result(ToolStatus.UNAVAILABLE, prov, t0, summary_ja=exc.message_ja, detail=exc.detail,
+                                input_json=input_json)
         except Exception as exc:  # a failure is a result, never a stack trace for the user
             log.exception("tool %s failed", self.name)
             return self._result(
                 ToolStatus.FAILED, prov, t0,
                 summary_ja=f"{self.name} の実行中にエラーが発生しました（{type(exc).__name__}）。詳細はログを確認してください。",
-                detail="".join(traceback.format_exception(exc)),
+                detail="".join(traceback.format_exception(exc)), input_json=input_json,
             )
         prov.model_version = outcome.model_version
         result = self._result(ToolStatus.OK, prov, t0, summary_ja=outcome.summary_ja,
-                              output=outcome.output.model_dump(mode="json"))
+                              output=outcome.output.model_dump(mode="json"), input_json=input_json)
         result.artifacts = outcome.artifacts
         result.citations = [self.self_citation(outcome.summary_ja), *outcome.citations]
         return result
@@ -259,9 +266,10 @@ class Tool(ABC, Generic[InputT]):
                         text=summary_ja)
 
     def _result(self, status: ToolStatus, prov: Provenance, t0: float, *, summary_ja: str,
-                detail: str | None = None, output: dict[str, Any] | None = None) -> ToolResult:
+                detail: str | None = None, output: dict[str, Any] | None = None,
+                input_json: dict[str, Any] | None = None) -> ToolResult:
         prov.runtime_s = round(time.perf_counter() - t0, 4)
-        return ToolResult(tool=self.name, status=status, output=output, summary_ja=summary_ja,
+        return ToolResult(tool=self.name, status=status, input=input_json, output=output, summary_ja=summary_ja,
                           error_detail=detail, provenance=prov)
 
 
@@ -269,6 +277,13 @@ def _importable(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+def gpu_present() -> bool:
+    """Cheap check for an NVIDIA GPU without importing torch (used when listing tools)."""
+    import shutil
+
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
 
 
 def cuda_available() -> bool:

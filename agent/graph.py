@@ -1,0 +1,346 @@
+"""The LangGraph agent: intake → plan → execute → compose → verify → audit.
+
+With an LLM backend the plan node asks the model for tool calls (and loops back after execute until
+the model stops calling tools or the step limit is reached); without one the deterministic router
+plans once. Compose writes a cited Japanese answer; verify checks every number and finding against
+the cited results, asks an LLM to rewrite once, then falls back to the deterministic composer.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.errors import GraphRecursionError
+from langgraph.graph import END, START, StateGraph
+
+from dokuei.agent import audit, prompts
+from dokuei.agent.attachments import classify_attachment
+from dokuei.agent.compose import (
+    Source,
+    compose_deterministic,
+    llm_messages,
+    number_sources,
+    with_sources,
+)
+from dokuei.agent.llm import ChatBackend, ToolCall, make_backend
+from dokuei.agent.router import PlannedCall, SemanticRouter, plan_deterministic
+from dokuei.agent.state import AgentState
+from dokuei.agent.verify import verify_answer
+from dokuei.settings import Settings
+from dokuei.tools.base import Provenance, Tool, ToolResult, ToolStatus
+from dokuei.tools.context import Attachment, PatientContext, ToolContext
+from dokuei.tools.registry import ToolRegistry
+
+log = logging.getLogger(__name__)
+
+#: types the checkpointer may rebuild from its msgpack store (LangGraph refuses unknown ones)
+CHECKPOINT_TYPES = [("dokuei.tools.base", name) for name in
+                    ("ToolResult", "ToolStatus", "Provenance", "Artifact", "Citation")]
+
+
+def _tool_schema(tool: Tool) -> dict[str, Any]:  # type: ignore[type-arg]
+    return {"type": "function", "function": {
+        "name": tool.name,
+        "description": f"{tool.description_en} / {tool.description_ja}",
+        "parameters": tool.Input.model_json_schema(),
+    }}
+
+
+def _failed(name: str, summary_ja: str, detail: str, status: ToolStatus = ToolStatus.FAILED) -> ToolResult:
+    return ToolResult(tool=name, status=status, summary_ja=summary_ja, error_detail=detail,
+                      provenance=Provenance(tool=name, tool_version="?"))
+
+
+def _context(state: AgentState) -> ToolContext:
+    attachments = [Attachment(Path(a["path"]), a["kind"], a.get("detail", ""))  # type: ignore[arg-type]
+                   for a in state.get("attachments", [])]
+    return ToolContext(question=state.get("question", ""), attachments=attachments,
+                       patient=PatientContext(**state.get("patient", {})),
+                       results={r.tool: r for r in state.get("results", [])})
+
+
+def _patient_ja(patient: dict[str, Any]) -> str:
+    labels = {"age_years": "年齢 {} 歳", "sex": "性別 {}", "height_cm": "身長 {} cm", "weight_kg": "体重 {} kg"}
+    return "、".join(labels[k].format({"M": "男性", "F": "女性"}.get(v, v))
+                    for k, v in patient.items() if v is not None and k in labels)
+
+
+class Agent:
+    """Builds and runs the graph. One instance serves many sessions (thread ids)."""
+
+    def __init__(self, settings: Settings | None = None, backend: ChatBackend | None = None,
+                 registry: ToolRegistry | None = None, checkpointer: BaseCheckpointSaver[Any] | None = None) -> None:
+        self.settings = settings or Settings.load()
+        self.backend = backend or make_backend(self.settings)
+        self.registry = registry or ToolRegistry(self.settings)
+        self.tools = {t.name: t for t in self.registry.tools()}
+        self.semantic = SemanticRouter()
+        self.pool = ThreadPoolExecutor(max_workers=self.settings.max_parallel_tools, thread_name_prefix="tool")
+        self.checkpointer = checkpointer if checkpointer is not None else InMemorySaver()
+        self.graph = self._build()
+
+    # --- nodes -----------------------------------------------------------------------------------
+    def intake(self, state: AgentState) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        known = {a["path"]: a for a in state.get("attachments", [])}
+        for raw in state.get("new_attachments", []):
+            att = classify_attachment(Path(raw).expanduser().resolve())
+            known[str(att.path)] = {"path": str(att.path), "kind": att.kind, "detail": att.detail}
+        patient = {**state.get("patient", {}), **{k: v for k, v in state.get("new_patient", {}).items()
+                                                   if v is not None}}
+        PatientContext(**patient)  # validate early: a bad value must not reach a tool
+        return {"attachments": list(known.values()), "patient": patient, "plan": [], "unmet": [], "results": [],
+                "answer": "", "sources": [], "composer": "", "compose_attempts": 0, "verified": False,
+                "verify_issues": [], "steps": 0, "new_attachments": [], "new_patient": {},
+                "messages": [HumanMessage(content=state.get("question", ""))],
+                "timings": {"intake_s": round(time.perf_counter() - t0, 4)}}
+
+    def plan(self, state: AgentState) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        steps = state.get("steps", 0) + 1
+        if not self.backend.is_llm:
+            planned = plan_deterministic(_context(state), list(self.tools.values()), self.semantic)
+            calls = [{"id": c.id, "name": c.name, "input": c.input, "reason": c.reason} for c in planned.calls]
+            unmet = planned.unmet_ja
+        else:
+            reply = self.backend.chat(self._plan_messages(state), tools=[_tool_schema(t) for t in self.tools.values()])
+            calls = [{"id": c.id, "name": c.name, "input": c.args, "reason": "LLM"} for c in reply.tool_calls]
+            unmet = []
+        timings = {**state.get("timings", {}), f"plan_{steps}_s": round(time.perf_counter() - t0, 4)}
+        messages = [AIMessage(content="", tool_calls=[{"id": c["id"], "name": c["name"], "args": c["input"] or {}}
+                                                      for c in calls])] if calls else []
+        return {"plan": calls, "unmet": unmet, "steps": steps, "timings": timings, "messages": messages}
+
+    def execute(self, state: AgentState) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        results = list(state.get("results", []))
+        pending = list(state.get("plan", []))
+        messages: list[ToolMessage] = []
+        while pending:  # waves: a call whose tool depends on others waits for their results
+            done_names = {r.tool for r in results}
+            ready = [c for c in pending if set(self._depends(c["name"])) <= done_names]
+            if not ready:
+                ready = pending  # unsatisfiable dependencies: run anyway, the tool reports what is missing
+            pending = [c for c in pending if c not in ready]
+            ctx = _context({**state, "results": results})
+            futures = {self.pool.submit(self._run_call, c, ctx): c for c in ready}
+            finished, not_done = wait(futures, timeout=self.settings.tool_timeout_s)
+            for future in not_done:
+                call = futures[future]
+                future.cancel()
+                results.append(_failed(call["name"], f"{call['name']} が制限時間 {self.settings.tool_timeout_s:.0f} 秒"
+                                       "以内に終わりませんでした。", "timeout"))
+            for future, call in futures.items():
+                if future in finished:
+                    results.append(future.result())
+            for call in ready:
+                result = next(r for r in reversed(results) if r.tool == call["name"])
+                messages.append(ToolMessage(content=result.compact_json(), artifact=result,
+                                            tool_call_id=call["id"], name=call["name"]))
+        timings = {**state.get("timings", {}), "execute_s": round(time.perf_counter() - t0, 4)}
+        return {"results": results, "plan": [], "messages": messages, "timings": timings}
+
+    def compose(self, state: AgentState) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        results = state.get("results", [])
+        attempts = state.get("compose_attempts", 0) + 1
+        use_llm = self.backend.is_llm and results and attempts <= 2
+        if use_llm:
+            sources = number_sources(results)
+            messages = llm_messages(state.get("question", ""), sources, _patient_ja(state.get("patient", {})))
+            if state.get("verify_issues"):
+                messages.append({"role": "assistant", "content": state.get("answer", "")})
+                messages.append({"role": "user", "content": prompts.REGENERATE_JA.format(
+                    issues="; ".join(state["verify_issues"][:5]))})
+            body = self.backend.chat(messages).text
+            answer, composer = with_sources(body, sources), self.backend.name
+        else:
+            answer, sources = compose_deterministic(results, state.get("unmet", []))
+            composer = "deterministic"
+        timings = {**state.get("timings", {}), f"compose_{attempts}_s": round(time.perf_counter() - t0, 4)}
+        return {"answer": answer, "sources": [self._source_dict(s) for s in sources], "composer": composer,
+                "compose_attempts": attempts, "timings": timings}
+
+    def verify(self, state: AgentState) -> dict[str, Any]:
+        sources = number_sources(state.get("results", []))
+        report = verify_answer(state.get("answer", ""), sources,
+                               trust_notes=state.get("composer") == "deterministic")
+        if not report.ok:
+            log.warning("answer failed verification (%s): %s", state.get("composer"), report.issues)
+        return {"verified": report.ok, "verify_issues": report.issues}
+
+    def audit_node(self, state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+        session = (config.get("configurable") or {}).get("thread_id", "?")
+        record = {
+            "session_id": session,
+            "question": state.get("question", ""),
+            "attachments": state.get("attachments", []),
+            "patient": state.get("patient", {}),
+            "tool_calls": [{"tool": r.tool, "status": r.status.value, "input_sha256": r.provenance.input_sha256,
+                            "file_sha256": r.provenance.file_sha256, "result_sha256": r.sha256(),
+                            "device": r.provenance.device, "runtime_s": r.provenance.runtime_s}
+                           for r in state.get("results", [])],
+            "answer": state.get("answer", ""),
+            "verified": state.get("verified", False),
+            "verify_issues": state.get("verify_issues", []),
+            "backend": self.backend.name,
+            "composer": state.get("composer", ""),
+            "timings": state.get("timings", {}),
+        }
+        try:
+            audit.append(self.settings.audit_dir, record)
+        except OSError:
+            log.exception("audit record could not be written")
+        return {"messages": [AIMessage(content=state.get("answer", ""))]}
+
+    # --- edges -----------------------------------------------------------------------------------
+    def _after_plan(self, state: AgentState) -> Literal["execute", "compose"]:
+        return "execute" if state.get("plan") else "compose"
+
+    def _after_execute(self, state: AgentState) -> Literal["plan", "compose"]:
+        if self.backend.is_llm and state.get("steps", 0) < self.settings.max_steps:
+            return "plan"
+        return "compose"
+
+    def _after_verify(self, state: AgentState) -> Literal["compose", "fallback", "audit"]:
+        if state.get("verified"):
+            return "audit"
+        if state.get("composer") != "deterministic":
+            return "compose" if state.get("compose_attempts", 0) < 2 else "fallback"
+        return "audit"
+
+    def fallback(self, state: AgentState) -> dict[str, Any]:
+        answer, sources = compose_deterministic(state.get("results", []), state.get("unmet", []))
+        report = verify_answer(answer, sources, trust_notes=True)
+        return {"answer": answer, "sources": [self._source_dict(s) for s in sources], "composer": "deterministic",
+                "verified": report.ok, "verify_issues": report.issues}
+
+    def _build(self) -> Any:
+        g = StateGraph(AgentState)
+        g.add_node("intake", self.intake)
+        g.add_node("plan", self.plan)
+        g.add_node("execute", self.execute)
+        g.add_node("compose", self.compose)
+        g.add_node("verify", self.verify)
+        g.add_node("fallback", self.fallback)
+        g.add_node("audit", self.audit_node)
+        g.add_edge(START, "intake")
+        g.add_edge("intake", "plan")
+        g.add_conditional_edges("plan", self._after_plan)
+        g.add_conditional_edges("execute", self._after_execute)
+        g.add_edge("compose", "verify")
+        g.add_conditional_edges("verify", self._after_verify)
+        g.add_edge("fallback", "audit")
+        g.add_edge("audit", END)
+        return g.compile(checkpointer=self.checkpointer)
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _depends(self, name: str) -> tuple[str, ...]:
+        tool = self.tools.get(name)
+        return tool.depends_on if tool else ()
+
+    def _run_call(self, call: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        tool = self.tools.get(call["name"])
+        if tool is None:
+            return _failed(call["name"], f"ツール {call['name']} は登録されていません。", "unknown tool")
+        raw = call.get("input")
+        if not raw and tool.depends_on:
+            built = tool.input_from_context(ctx)
+            if built is None:
+                return _failed(tool.name, f"{tool.name} に必要な結果（{'、'.join(tool.depends_on)}）が揃っていません。",
+                               "dependencies missing")
+            raw = built.model_dump(mode="json")
+        return tool(raw or {})
+
+    def _plan_messages(self, state: AgentState) -> list[dict[str, Any]]:
+        attachments = "\n".join(f"- {a['path']}（{a['kind']}: {a.get('detail', '')}）"
+                                for a in state.get("attachments", [])) or "（なし）"
+        user = (f"質問: {state.get('question', '')}\n添付:\n{attachments}\n"
+                f"患者情報: {_patient_ja(state.get('patient', {})) or '（なし）'}")
+        messages: list[dict[str, Any]] = [{"role": "system", "content": prompts.PLAN_SYSTEM_JA},
+                                          {"role": "user", "content": user}]
+        for r in state.get("results", []):
+            messages.append({"role": "tool", "name": r.tool, "content": r.compact_json()})
+        return messages
+
+    @staticmethod
+    def _source_dict(s: Source) -> dict[str, Any]:
+        return {"number": s.number, "id": s.citation.id, "kind": s.citation.kind, "label_ja": s.citation.label_ja,
+                "text": s.citation.text, "tool": s.result.tool}
+
+    # --- public ----------------------------------------------------------------------------------
+    def ask(self, question: str, attachments: list[str] | None = None, patient: dict[str, Any] | None = None,
+            session_id: str | None = None) -> TurnResult:
+        session_id = session_id or uuid.uuid4().hex
+        config = {"configurable": {"thread_id": session_id}, "recursion_limit": self.settings.max_steps * 3 + 8}
+        t0 = time.perf_counter()
+        try:
+            state = self.graph.invoke({"question": question, "new_attachments": [str(a) for a in attachments or []],
+                                       "new_patient": patient or {}}, config)
+        except GraphRecursionError:
+            log.warning("step limit reached in session %s", session_id)
+            return TurnResult(session_id=session_id, answer_ja=prompts.STEP_LIMIT_JA, verified=False,
+                              backend=self.backend.name, step_limit_hit=True)
+        return TurnResult(
+            session_id=session_id, answer_ja=state.get("answer", ""), citations=state.get("sources", []),
+            results=state.get("results", []), verified=bool(state.get("verified")),
+            verify_issues=state.get("verify_issues", []), backend=self.backend.name,
+            composer=state.get("composer", ""), attachments=state.get("attachments", []),
+            timings={**state.get("timings", {}), "total_s": round(time.perf_counter() - t0, 4)},
+        )
+
+
+@dataclass
+class TurnResult:
+    session_id: str
+    answer_ja: str
+    verified: bool
+    backend: str
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    results: list[ToolResult] = field(default_factory=list)
+    verify_issues: list[str] = field(default_factory=list)
+    composer: str = ""
+    attachments: list[dict[str, str]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    step_limit_hit: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "answer_ja": self.answer_ja,
+            "citations": self.citations,
+            "tool_calls": [{"name": r.tool, "input": r.input, "input_sha256": r.provenance.input_sha256, "status": r.status.value,
+                            "output": r.output, "summary_ja": r.summary_ja,
+                            "artifacts": [a.model_dump() for a in r.artifacts],
+                            "provenance": r.provenance.model_dump(mode="json")} for r in self.results],
+            "verified": self.verified,
+            "verify_issues": self.verify_issues,
+            "session_id": self.session_id,
+            "backend": self.backend,
+            "composer": self.composer,
+            "attachments": self.attachments,
+            "timings": self.timings,
+        }
+
+
+def sqlite_checkpointer(path: Path) -> BaseCheckpointSaver[Any]:
+    """Sessions survive restarts: conversation memory per session id in one SQLite file."""
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), check_same_thread=False)
+    return SqliteSaver(conn, serde=JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES))
+
+
+__all__ = ["Agent", "ToolCall", "TurnResult", "sqlite_checkpointer", "PlannedCall"]

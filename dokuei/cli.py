@@ -1,0 +1,291 @@
+"""The ``dokuei`` command: ask, tools, weights, doctor, serve, demo (and the areas' own commands).
+
+Listing commands import no torch: ``dokuei tools`` must start in well under two seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import logging.handlers
+import sys
+from pathlib import Path
+from typing import Any
+
+from dokuei import __version__
+from dokuei.settings import Settings
+
+log = logging.getLogger("dokuei")
+
+#: modules that add their own sub-commands through ``register_cli(subparsers)``
+CLI_EXTENSIONS = ("dokuei.knowledge.cli", "dokuei.batch")
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + ("\n" if not text.endswith("\n") else ""))
+    sys.stdout.flush()
+
+
+def _setup_logging(settings: Settings, verbose: int) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(level)
+    console.setFormatter(_NoTracebackFormatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(console)
+    try:
+        log_dir = settings.home / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.handlers.RotatingFileHandler(log_dir / "dokuei.log", maxBytes=10_000_000,
+                                                            backupCount=5, encoding="utf-8")
+        file_handler.setLevel(logging.INFO)
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(file_handler)
+    except OSError:
+        log.warning("cannot write the log file under %s", settings.home)
+
+
+class _NoTracebackFormatter(logging.Formatter):
+    """The terminal gets one line per problem; the traceback goes to the log file only."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        plain = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None})
+        return super().format(plain)
+
+
+def parse_patient(text: str | None) -> dict[str, Any]:
+    """``age=55,sex=M,height_cm=170`` → PatientContext fields. Bad keys or values raise ValueError."""
+    if not text:
+        return {}
+    aliases = {"age": "age_years", "age_years": "age_years", "sex": "sex", "height": "height_cm",
+               "height_cm": "height_cm", "weight": "weight_kg", "weight_kg": "weight_kg", "id": "patient_id",
+               "patient_id": "patient_id"}
+    sexes = {"m": "M", "male": "M", "男": "M", "男性": "M", "f": "F", "female": "F", "女": "F", "女性": "F"}
+    fields: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key.strip().lower() not in aliases:
+            raise ValueError(f"患者情報の項目「{part}」を解釈できません（例: age=55,sex=M,height_cm=170）")
+        name = aliases[key.strip().lower()]
+        value = value.strip()
+        if name == "sex":
+            if value.lower() not in sexes:
+                raise ValueError(f"性別「{value}」は M/F で指定してください")
+            fields[name] = sexes[value.lower()]
+        elif name == "age_years":
+            fields[name] = int(value)
+        elif name == "patient_id":
+            fields[name] = value
+        else:
+            fields[name] = float(value)
+    from dokuei.tools.context import PatientContext
+
+    PatientContext(**fields)
+    return fields
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    from dokuei.agent.graph import Agent, sqlite_checkpointer
+
+    try:
+        patient = parse_patient(args.patient)
+    except ValueError as exc:
+        _out(f"エラー: {exc}")
+        return 2
+    missing = [a for a in args.attach if not Path(a).exists()]
+    if missing:
+        _out(f"エラー: 添付ファイルが見つかりません: {', '.join(missing)}")
+        return 2
+    agent = Agent(settings, checkpointer=sqlite_checkpointer(settings.checkpoint_db))
+    turn = agent.ask(args.question, attachments=args.attach, patient=patient, session_id=args.session)
+    if args.json:
+        _out(json.dumps(turn.to_json(), ensure_ascii=False, indent=2, default=str))
+    else:
+        _out(turn.answer_ja)
+        if not turn.verified:
+            _out("（注意: この回答の一部は根拠の検証に通りませんでした）")
+    return 0
+
+
+def cmd_tools(args: argparse.Namespace, settings: Settings) -> int:
+    from dokuei.tools.registry import ToolRegistry
+
+    registry = ToolRegistry(settings)
+    if args.tools_cmd == "run":
+        return _run_tool(registry, args)
+    rows = []
+    for tool in registry.tools():
+        availability = tool.availability()
+        rows.append({"name": tool.name, "version": tool.version, "status": availability.status.value,
+                     "reason_ja": availability.reason_ja, "origin": registry.entry(tool.name).origin,
+                     "device": tool.requires.device, "description_ja": tool.description_ja})
+    for name, error in registry.load_errors.items():
+        rows.append({"name": name, "version": "?", "status": "unavailable", "reason_ja":
+                     f"読み込めません: {error}", "origin": registry.entry(name).origin, "device": "?",
+                     "description_ja": ""})
+    if args.json:
+        _out(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    for row in rows:
+        _out(f"{row['name']:<28} {row['status']:<12} {row['device']:<15} {row['origin']:<12} {row['reason_ja']}")
+    return 0
+
+
+def _run_tool(registry: Any, args: argparse.Namespace) -> int:
+    try:
+        payload = json.loads(args.json_input)
+    except json.JSONDecodeError as exc:
+        _out(json.dumps({"status": "failed", "summary_ja": f"--json-input が JSON として読めません: {exc}"},
+                        ensure_ascii=False))
+        return 2
+    try:
+        tool = registry.get(args.name)
+    except KeyError:
+        _out(json.dumps({"status": "failed", "summary_ja": f"ツール {args.name} は登録されていません。"},
+                        ensure_ascii=False))
+        return 2
+    result = tool(payload)
+    _out(result.model_dump_json(indent=2, exclude={"error_detail"}))
+    return 0 if result.status.value == "ok" else 1
+
+
+def cmd_weights(args: argparse.Namespace, settings: Settings) -> int:
+    from dokuei.tools.registry import ToolRegistry
+    from dokuei.tools.weights import check_weights
+
+    rows = []
+    for tool in ToolRegistry(settings).tools():
+        for spec in tool.requires.weights:
+            check = check_weights(spec, settings.weights_root)
+            rows.append({"tool": tool.name, "id": spec.id, "version": spec.version, "path": str(check.path),
+                         "present": check.present, "verified": check.verified, "sha256": check.sha256,
+                         "licence": spec.licence, "status_ja": check.reason_ja})
+    if args.json:
+        _out(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    _out(f"weights dir: {settings.weights_root}")
+    if not rows:
+        _out("（重みを必要とするツールはありません）")
+    for row in rows:
+        state = "OK" if row["present"] else "MISSING"
+        _out(f"{row['tool']:<24} {row['id']:<32} {state:<8} {row['path']}\n    {row['status_ja']}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from dokuei.agent import audit
+    from dokuei.offline import telemetry_report
+    from dokuei.tools.base import cuda_available
+
+    report: dict[str, Any] = {"dokuei": __version__, "python": sys.version.split()[0],
+                              "home": str(settings.home), "weights_dir": str(settings.weights_root),
+                              "llm_backend": settings.llm_backend}
+    try:
+        import torch
+
+        report["torch"] = torch.__version__
+        report["cuda"] = cuda_available()
+        if report["cuda"]:
+            report["gpu"] = torch.cuda.get_device_name(0)
+            report["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+    except ImportError:
+        report["torch"] = None
+        report["cuda"] = False
+    report["telemetry_off"] = telemetry_report()
+    try:
+        stats_module = importlib.import_module("dokuei.knowledge.index")
+        report["index"] = stats_module.index_stats(settings)
+    except Exception as exc:  # the archive may simply not be built yet
+        report["index"] = f"not available: {type(exc).__name__}: {exc}"
+    chains = {}
+    for path in sorted(settings.audit_dir.glob("audit-*.jsonl")):
+        ok, line = audit.verify_chain(path)
+        chains[path.name] = "ok" if ok else f"broken at line {line}"
+    report["audit_chain"] = chains
+    _out(json.dumps(report, ensure_ascii=False, indent=2, default=str))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from dokuei.ui.app import launch
+
+    launch(settings, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from dokuei.demo import run_demo
+
+    run_demo(settings, serve=not args.no_serve, n_synthetic=args.n_synthetic)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dokuei", description="dokuei (読影): on-premises clinical assistant")
+    parser.add_argument("--version", action="version", version=f"dokuei {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ask = sub.add_parser("ask", help="ask a question in Japanese")
+    ask.add_argument("question")
+    ask.add_argument("--attach", action="append", default=[], metavar="PATH", help="a study, ECG, image or report")
+    ask.add_argument("--patient", help="age=55,sex=M,height_cm=170,weight_kg=60,id=P001")
+    ask.add_argument("--session", help="session id: continue a conversation")
+    ask.add_argument("--json", action="store_true", help="answer, citations and full tool outputs as JSON")
+    ask.set_defaults(func=cmd_ask)
+
+    tools = sub.add_parser("tools", help="list tools with availability, or run one")
+    tools.add_argument("--json", action="store_true")
+    tools_sub = tools.add_subparsers(dest="tools_cmd")
+    run = tools_sub.add_parser("run", help="run one tool on a JSON input; prints the ToolResult")
+    run.add_argument("name")
+    run.add_argument("--json-input", required=True)
+    tools.set_defaults(func=cmd_tools)
+
+    weights = sub.add_parser("weights", help="model weights: expected location, presence, sha256")
+    weights.add_argument("--json", action="store_true")
+    weights.set_defaults(func=cmd_weights)
+
+    doctor = sub.add_parser("doctor", help="GPU, weights, index, telemetry switches, audit chain")
+    doctor.set_defaults(func=cmd_doctor)
+
+    serve = sub.add_parser("serve", help="Gradio chat on this machine only")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=7860)
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="build the demo data and index, answer sample questions, start the UI")
+    demo.add_argument("--no-serve", action="store_true", help="do not start the UI afterwards")
+    demo.add_argument("--n-synthetic", type=int, default=10_000, help="synthetic reports in the demo index")
+    demo.set_defaults(func=cmd_demo)
+
+    for module_name in CLI_EXTENSIONS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        module.register_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = Settings.load()
+    _setup_logging(settings, args.verbose)
+    try:
+        code: int = args.func(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # never a stack trace for a clinician; the log has the detail
+        log.exception("command %s failed", args.command)
+        _out(f"エラー: {type(exc).__name__}: {exc}（詳細は {settings.home / 'logs' / 'dokuei.log'}）")
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
