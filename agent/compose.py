@@ -39,6 +39,8 @@ def number_sources(results: list[ToolResult]) -> list[Source]:
         citations = result.citations or [Citation(id=result.tool, kind="tool_result",
                                                   label_ja=f"ツール {result.tool}", text=result.summary_ja)]
         for citation in citations:
+            if citation.id in seen and citation.kind == "tool_result":  # the same tool run twice in a turn
+                citation = citation.model_copy(update={"id": f"{citation.id}#{sum(1 for s in sources if s.result.tool == result.tool) + 1}"})
             if citation.id in seen:
                 continue
             seen.add(citation.id)

@@ -88,6 +88,8 @@ class Agent:
         self.semantic = SemanticRouter()
         self.pool = ThreadPoolExecutor(max_workers=self.settings.max_parallel_tools, thread_name_prefix="tool")
         self.checkpointer = checkpointer if checkpointer is not None else InMemorySaver()
+        #: LangGraph's own bound on node executions per turn: a safety net behind ``max_steps``
+        self.recursion_limit = self.settings.max_steps * 3 + 8
         self.graph = self._build()
 
     # --- nodes -----------------------------------------------------------------------------------
@@ -283,7 +285,7 @@ class Agent:
     def ask(self, question: str, attachments: list[str] | None = None, patient: dict[str, Any] | None = None,
             session_id: str | None = None) -> TurnResult:
         session_id = session_id or uuid.uuid4().hex
-        config = {"configurable": {"thread_id": session_id}, "recursion_limit": self.settings.max_steps * 3 + 8}
+        config = {"configurable": {"thread_id": session_id}, "recursion_limit": self.recursion_limit}
         t0 = time.perf_counter()
         try:
             state = self.graph.invoke({"question": question, "new_attachments": [str(a) for a in attachments or []],

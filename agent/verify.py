@@ -65,6 +65,8 @@ def verify_answer(answer: str, sources: list[Source], *, trust_notes: bool = Fal
     """Check an answer; ``trust_notes`` skips '※' lines written by the deterministic composer."""
     by_number = {s.number: s for s in sources}
     issues: list[str] = []
+    if sources and not body_of(answer).strip():
+        return VerifyReport(ok=False, issues=["回答が空です"])
     checked = 0
     for raw in _SENTENCE_SPLIT.split(body_of(answer)):
         sentence = raw.strip()

@@ -92,8 +92,9 @@ class JudgeCheckup(Tool[JudgeCheckupInput]):
     Input = JudgeCheckupInput
     Output = JudgeCheckupOutput
     requires = Requirements(device="cpu", licence="Apache-2.0 (code); criteria table © 日本人間ドック・予防医療学会")
-    keywords_ja = ("健診", "人間ドック", "要受診", "受診勧奨", "判定区分", "HbA1c", "血糖", "コレステロール",
-                   "中性脂肪", "血圧", "γ-GTP", "eGFR", "尿酸", "尿蛋白", "BMI", "腹囲", "AST", "ALT")
+    keywords_ja = ("健診", "人間ドック", "要受診", "受診勧奨", "判定区分", "検査値", "コレステロール", "血圧",
+                   *dict.fromkeys(a for spec in load_criteria()["items"].values() for a in spec["aliases"]
+                                  if len(a) >= 3 or not a.isascii()))
 
     def run(self, inp: JudgeCheckupInput) -> Outcome:
         criteria = load_criteria()
@@ -219,16 +220,16 @@ def _format_value(j: ItemJudgement) -> str:
 
 
 def _summary_ja(out: JudgeCheckupOutput) -> str:
-    parts = []
+    sentences = []
     for j in out.items:
         if j.grade is None:
-            parts.append(f"{j.name_ja}: 判定不能（{j.error_ja}）")
+            sentences.append(f"{j.name_ja}: 判定不能（{j.error_ja}）")
             continue
-        assumed = "（単位記載なしのため " + str(j.unit_canonical) + " とみなした）" if j.unit_assumed else ""
-        parts.append(f"{j.name_ja} {_format_value(j)}{assumed} は {j.grade} 判定（{j.grade_label_ja}）")
-    lines = "、".join(parts)
-    return (f"{lines}。総合判定は {out.overall_grade}（{out.overall_label_ja}）: {out.recommendation_ja}"
-            f"（基準: {out.edition}）")
+        assumed = f"（単位の記載がないため {j.unit_canonical} とみなしました）" if j.unit_assumed else ""
+        sentences.append(f"{j.name_ja} {_format_value(j)}{assumed}: {j.grade} 判定（{j.grade_label_ja}）")
+    sentences.append(f"総合判定 {out.overall_grade}（{out.overall_label_ja}）: {out.recommendation_ja.rstrip('。')}")
+    sentences.append(f"基準: {out.edition}")
+    return "。".join(s.rstrip("。") for s in sentences) + "。"
 
 
 # --- reading values out of a Japanese question ------------------------------------------------------

@@ -1,0 +1,164 @@
+"""judge_checkup against the 判定区分 table, item by item, on both sides of every boundary.
+
+Expected grades are transcribed by hand from the table (edition named in
+knowledge/data/checkup_criteria.json), not computed from the data file, so a typo in either shows up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dokuei.tools.base import ToolStatus
+from dokuei.tools.judge_checkup import JudgeCheckup, parse_checkup_text
+
+# (item, value, unit, sex, expected grade) — each pair sits on the two sides of a band edge
+BOUNDARIES = [
+    ("bmi", 18.4, "kg/m2", None, "C"), ("bmi", 18.5, "kg/m2", None, "A"), ("bmi", 24.9, "kg/m2", None, "A"),
+    ("bmi", 25.0, "kg/m2", None, "C"),
+    ("waist", 84.9, "cm", "M", "A"), ("waist", 85.0, "cm", "M", "C"),
+    ("waist", 89.9, "cm", "F", "A"), ("waist", 90.0, "cm", "F", "C"),
+    ("sbp", 129, "mmHg", None, "A"), ("sbp", 130, "mmHg", None, "B"), ("sbp", 139, "mmHg", None, "B"),
+    ("sbp", 140, "mmHg", None, "C"), ("sbp", 159, "mmHg", None, "C"), ("sbp", 160, "mmHg", None, "D"),
+    ("dbp", 84, "mmHg", None, "A"), ("dbp", 85, "mmHg", None, "B"), ("dbp", 89, "mmHg", None, "B"),
+    ("dbp", 90, "mmHg", None, "C"), ("dbp", 99, "mmHg", None, "C"), ("dbp", 100, "mmHg", None, "D"),
+    ("fpg", 69, "mg/dL", None, "D"), ("fpg", 70, "mg/dL", None, "A"), ("fpg", 99, "mg/dL", None, "A"),
+    ("fpg", 100, "mg/dL", None, "B"), ("fpg", 109, "mg/dL", None, "B"), ("fpg", 110, "mg/dL", None, "C"),
+    ("fpg", 125, "mg/dL", None, "C"), ("fpg", 126, "mg/dL", None, "D"),
+    ("hba1c", 5.5, "%", None, "A"), ("hba1c", 5.6, "%", None, "B"), ("hba1c", 5.9, "%", None, "B"),
+    ("hba1c", 6.0, "%", None, "C"), ("hba1c", 6.4, "%", None, "C"), ("hba1c", 6.5, "%", None, "D"),
+    ("ldl", 59, "mg/dL", None, "D"), ("ldl", 60, "mg/dL", None, "A"), ("ldl", 119, "mg/dL", None, "A"),
+    ("ldl", 120, "mg/dL", None, "B"), ("ldl", 139, "mg/dL", None, "B"), ("ldl", 140, "mg/dL", None, "C"),
+    ("ldl", 179, "mg/dL", None, "C"), ("ldl", 180, "mg/dL", None, "D"),
+    ("hdl", 34, "mg/dL", None, "D"), ("hdl", 35, "mg/dL", None, "C"), ("hdl", 39, "mg/dL", None, "C"),
+    ("hdl", 40, "mg/dL", None, "A"),
+    ("non_hdl", 89, "mg/dL", None, "D"), ("non_hdl", 90, "mg/dL", None, "A"), ("non_hdl", 149, "mg/dL", None, "A"),
+    ("non_hdl", 150, "mg/dL", None, "B"), ("non_hdl", 169, "mg/dL", None, "B"), ("non_hdl", 170, "mg/dL", None, "C"),
+    ("non_hdl", 209, "mg/dL", None, "C"), ("non_hdl", 210, "mg/dL", None, "D"),
+    ("tg", 29, "mg/dL", None, "D"), ("tg", 30, "mg/dL", None, "A"), ("tg", 149, "mg/dL", None, "A"),
+    ("tg", 150, "mg/dL", None, "C"), ("tg", 299, "mg/dL", None, "C"), ("tg", 300, "mg/dL", None, "D"),
+    ("ast", 30, "U/L", None, "A"), ("ast", 31, "U/L", None, "B"), ("ast", 50, "U/L", None, "B"),
+    ("ast", 51, "U/L", None, "D"),
+    ("alt", 30, "U/L", None, "A"), ("alt", 31, "U/L", None, "B"), ("alt", 50, "U/L", None, "B"),
+    ("alt", 51, "U/L", None, "D"),
+    ("ggt", 50, "U/L", None, "A"), ("ggt", 51, "U/L", None, "B"), ("ggt", 100, "U/L", None, "B"),
+    ("ggt", 101, "U/L", None, "D"),
+    ("egfr", 44.9, "mL/min/1.73m2", None, "D"), ("egfr", 45.0, "mL/min/1.73m2", None, "B"),
+    ("egfr", 59.9, "mL/min/1.73m²", None, "B"), ("egfr", 60.0, "mL/min/1.73m2", None, "A"),
+    ("uric_acid", 2.0, "mg/dL", None, "C"), ("uric_acid", 2.1, "mg/dL", None, "A"),
+    ("uric_acid", 7.0, "mg/dL", None, "A"), ("uric_acid", 7.1, "mg/dL", None, "B"),
+    ("uric_acid", 7.9, "mg/dL", None, "B"), ("uric_acid", 8.0, "mg/dL", None, "C"),
+    ("uric_acid", 8.9, "mg/dL", None, "C"), ("uric_acid", 9.0, "mg/dL", None, "D"),
+    ("hemoglobin", 12.0, "g/dL", "M", "D"), ("hemoglobin", 12.1, "g/dL", "M", "C"),
+    ("hemoglobin", 13.0, "g/dL", "M", "C"), ("hemoglobin", 13.1, "g/dL", "M", "A"),
+    ("hemoglobin", 16.3, "g/dL", "M", "A"), ("hemoglobin", 16.4, "g/dL", "M", "B"),
+    ("hemoglobin", 18.0, "g/dL", "M", "B"), ("hemoglobin", 18.1, "g/dL", "M", "D"),
+    ("hemoglobin", 11.0, "g/dL", "F", "D"), ("hemoglobin", 11.1, "g/dL", "F", "C"),
+    ("hemoglobin", 12.0, "g/dL", "F", "C"), ("hemoglobin", 12.1, "g/dL", "F", "A"),
+    ("hemoglobin", 14.5, "g/dL", "F", "A"), ("hemoglobin", 14.6, "g/dL", "F", "B"),
+    ("hemoglobin", 16.0, "g/dL", "F", "B"), ("hemoglobin", 16.1, "g/dL", "F", "D"),
+    ("urine_protein", "-", None, None, "A"), ("urine_protein", "±", None, None, "B"),
+    ("urine_protein", "+", None, None, "C"), ("urine_protein", "2+", None, None, "D"),
+    ("urine_protein", "（－）", None, None, "A"),
+]
+
+
+@pytest.fixture(scope="module")
+def tool() -> JudgeCheckup:
+    return JudgeCheckup()
+
+
+@pytest.mark.parametrize(("item", "value", "unit", "sex", "grade"), BOUNDARIES)
+def test_boundary(tool: JudgeCheckup, item: str, value: float | str, unit: str | None, sex: str | None,
+                  grade: str) -> None:
+    result = tool({"items": [{"item": item, "value": value, "unit": unit}], "sex": sex})
+    assert result.status is ToolStatus.OK, result.summary_ja
+    assert result.output is not None
+    assert result.output["items"][0]["grade"] == grade
+
+
+def test_acceptance_question_judges_both_items_d(tool: JudgeCheckup) -> None:
+    items = parse_checkup_text("55歳男性、HbA1c 6.8%、空腹時血糖 130 mg/dL は要受診ですか？")
+    by_key = {i.item: i for i in items}
+    assert by_key["hba1c"].value == 6.8 and by_key["hba1c"].unit == "%"
+    assert by_key["fpg"].value == 130 and by_key["fpg"].unit == "mg/dL"
+    result = tool({"items": [i.model_dump() for i in items], "sex": "M"})
+    assert result.output is not None
+    assert {j["item"]: j["grade"] for j in result.output["items"]} == {"hba1c": "D", "fpg": "D"}
+    assert result.output["overall_grade"] == "D"
+    assert "受診" in result.summary_ja
+
+
+def test_mmol_units_are_converted(tool: JudgeCheckup) -> None:
+    # 7.0 mmol/L glucose × 18.016 = 126.1 → 126 mg/dL, the D edge; LDL 3.62 mmol/L × 38.67 = 140.0 → C;
+    # HbA1c 48 mmol/mol (IFCC) → 0.09148 × 48 + 2.152 = 6.54 → 6.5 % (NGSP), the D edge.
+    result = tool({"items": [{"item": "空腹時血糖", "value": 7.0, "unit": "mmol/L"},
+                             {"item": "LDL-C", "value": 3.62, "unit": "mmol/l"},
+                             {"item": "HbA1c", "value": 48, "unit": "mmol/mol"}]})
+    assert result.output is not None
+    items = result.output["items"]
+    assert [(i["value_canonical"], i["grade"]) for i in items] == [(126, "D"), (140, "C"), (6.5, "D")]
+
+
+def test_bad_item_gets_its_own_error_and_the_rest_is_judged(tool: JudgeCheckup) -> None:
+    result = tool({"items": [{"item": "hba1c", "value": 6.8, "unit": "%"},
+                             {"item": "fpg", "value": 130, "unit": "kg"},        # wrong unit
+                             {"item": "ldl", "value": 130},                      # no unit
+                             {"item": "hdl", "value": 4000, "unit": "mg/dL"},    # impossible
+                             {"item": "血液型", "value": 1, "unit": "-"}]})      # not in the table
+    assert result.status is ToolStatus.OK
+    assert result.output is not None
+    items = result.output["items"]
+    assert items[0]["grade"] == "D"
+    assert [i["grade"] for i in items[1:]] == [None, None, None, None]
+    assert "単位「kg」" in items[1]["error_ja"]
+    assert "単位が指定されていません" in items[2]["error_ja"]
+    assert "ありえない" in items[3]["error_ja"]
+    assert "判定区分表にない" in items[4]["error_ja"]
+    assert result.output["n_judged"] == 1 and result.output["n_errors"] == 4
+
+
+def test_sex_dependent_item_without_sex_is_an_item_error(tool: JudgeCheckup) -> None:
+    result = tool({"items": [{"item": "hemoglobin", "value": 13.0, "unit": "g/dL"},
+                             {"item": "hba1c", "value": 5.0, "unit": "%"}]})
+    assert result.output is not None
+    assert result.output["items"][0]["error_ja"] == "血色素量 の判定には性別が必要です。"
+    assert result.output["overall_grade"] == "A"
+
+
+def test_on_treatment_is_e_and_does_not_raise_the_overall_grade(tool: JudgeCheckup) -> None:
+    result = tool({"items": [{"item": "hba1c", "value": 7.5, "unit": "%", "on_treatment": True},
+                             {"item": "ldl", "value": 125, "unit": "mg/dL"}]})
+    assert result.output is not None
+    assert [i["grade"] for i in result.output["items"]] == ["E", "B"]
+    assert result.output["overall_grade"] == "B"
+
+
+def test_nothing_judgeable_is_a_failed_result(tool: JudgeCheckup) -> None:
+    result = tool({"items": [{"item": "fpg", "value": 130, "unit": "kg"}]})
+    assert result.status is ToolStatus.FAILED
+    assert "判定できる検査項目がありませんでした" in result.summary_ja
+
+
+def test_text_without_units_marks_them_assumed() -> None:
+    items = {i.item: i for i in parse_checkup_text("HbA1c 6.8、空腹時血糖 130 は要受診？血圧 142/88")}
+    assert items["hba1c"].unit == "%" and items["hba1c"].unit_assumed
+    assert (items["sbp"].value, items["dbp"].value) == (142, 88)
+
+
+def test_cli_tools_run_prints_a_tool_result(tmp_path: Path) -> None:
+    payload = {"items": [{"item": "hba1c", "value": 6.8, "unit": "%"}, {"item": "fpg", "value": 130, "unit": "kg"}]}
+    proc = subprocess.run([sys.executable, "-m", "dokuei.cli", "tools", "run", "judge_checkup",
+                           "--json-input", json.dumps(payload)], capture_output=True, text=True, check=False,
+                          env={**os.environ, "DOKUEI_HOME": str(tmp_path)})
+    result = json.loads(proc.stdout)
+    assert result["status"] == "ok"
+    assert result["output"]["items"][0]["grade"] == "D"
+    assert result["output"]["items"][1]["error_ja"].startswith("空腹時血糖 の単位「kg」")
+    assert {"status", "output", "summary_ja", "citations", "provenance"} <= set(result)
+    assert result["provenance"]["tool"] == "judge_checkup" and len(result["provenance"]["input_sha256"]) == 64
