@@ -104,6 +104,8 @@ def parse_tool_calls(text: str) -> tuple[str, list[ToolCall]]:
             payload = json.loads(stripped)
             if isinstance(payload, dict) and "name" in payload and ("arguments" in payload or "parameters" in payload):
                 args = payload.get("arguments", payload.get("parameters", {}))
+                if isinstance(args, str):
+                    args = json.loads(args)
                 calls.append(ToolCall(name=str(payload["name"]), args=dict(args)))
                 remaining = ""
         except json.JSONDecodeError:

@@ -1,0 +1,61 @@
+"""The verify step: numbers and findings must trace to the sources an answer cites."""
+
+from __future__ import annotations
+
+from dokuei.agent.compose import Source, compose_deterministic, number_sources
+from dokuei.agent.verify import numbers_in, verify_answer
+from dokuei.tools.base import Citation, Provenance, ToolResult, ToolStatus
+
+
+def _result(summary: str, output: dict[str, object], tool: str = "t") -> ToolResult:
+    return ToolResult(tool=tool, status=ToolStatus.OK, summary_ja=summary, output=output,
+                      citations=[Citation(id=tool, kind="tool_result", label_ja=tool, text=summary)],
+                      provenance=Provenance(tool=tool, tool_version="1.0.0"))
+
+
+def _sources(*results: ToolResult) -> list[Source]:
+    return number_sources(list(results))
+
+
+def test_numbers_ignore_identifiers_and_citation_markers() -> None:
+    assert numbers_in("L3 の SMA 98.4 cm2、V1 誘導、HL7、HbA1c 6.8 % [2]") == {98.4, 6.8}
+    assert numbers_in("前回 16 mm から +38%、-5 mm") == {16.0, 38.0, 5.0}
+
+
+def test_supported_answer_passes() -> None:
+    sources = _sources(_result("SMI 35.1 cm2/m2 はサルコペニアの基準を満たす", {"smi_cm2_per_m2": 35.1}))
+    report = verify_answer("SMI は 35.1 cm2/m2 で、サルコペニアに該当します [1]。", sources)
+    assert report.ok and report.checked_sentences == 1
+
+
+def test_invented_number_fails() -> None:
+    sources = _sources(_result("SMI 35.1", {"smi_cm2_per_m2": 35.1}))
+    report = verify_answer("SMI は 36.0 cm2/m2 です [1]。", sources)
+    assert not report.ok and "36.0" in report.issues[0]
+
+
+def test_uncited_clinical_sentence_fails() -> None:
+    sources = _sources(_result("心拡大あり", {"cardiomegaly": True}))
+    report = verify_answer("心拡大があります。", sources)
+    assert not report.ok and "出典のない" in report.issues[0]
+
+
+def test_finding_not_in_the_cited_source_fails() -> None:
+    sources = _sources(_result("心拡大あり", {}, tool="a"), _result("胸水あり", {}, tool="b"))
+    assert verify_answer("心拡大と胸水を認めます [1]。", sources).ok is False
+    assert verify_answer("心拡大を認めます [1]。胸水を認めます [2]。", sources).ok is True
+
+
+def test_unknown_citation_number_fails() -> None:
+    sources = _sources(_result("x 1", {"a": 1}))
+    assert not verify_answer("値は 1 です [3]。", sources).ok
+
+
+def test_deterministic_composer_output_always_verifies() -> None:
+    results = [_result("HbA1c 6.8 %: D 判定。総合判定 D。", {"v": 6.8}, tool="judge_checkup"),
+               _result("心拡大の記載あり。", {}, tool="search_reports")]
+    results[1].citations.append(Citation(id="report:R1", kind="report", label_ja="R1 2020-01-01 CR",
+                                         text="Cardiomegaly. 心拡大 15 mm"))
+    answer, sources = compose_deterministic(results, [])
+    assert [s.number for s in sources] == [1, 2, 3]
+    assert verify_answer(answer, sources, trust_notes=True).ok
