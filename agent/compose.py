@@ -40,7 +40,8 @@ def number_sources(results: list[ToolResult]) -> list[Source]:
                                                   label_ja=f"ツール {result.tool}", text=result.summary_ja)]
         for citation in citations:
             if citation.id in seen and citation.kind == "tool_result":  # the same tool run twice in a turn
-                citation = citation.model_copy(update={"id": f"{citation.id}#{sum(1 for s in sources if s.result.tool == result.tool) + 1}"})
+                runs = sum(1 for s in sources if s.result.tool == result.tool) + 1
+                citation = citation.model_copy(update={"id": f"{citation.id}#{runs}"})
             if citation.id in seen:
                 continue
             seen.add(citation.id)
@@ -78,8 +79,8 @@ def compose_deterministic(results: list[ToolResult], unmet_ja: list[str]) -> tup
         if result.status is ToolStatus.OK:
             lines.append(f"・{cite_each_sentence(result.summary_ja, marker)}")
         else:
-            lines.append(f"・{result.tool} は{'実行できませんでした' if result.status is ToolStatus.FAILED else '利用できません'}: "
-                         f"{result.summary_ja}{marker}")
+            verb = "実行できませんでした" if result.status is ToolStatus.FAILED else "利用できません"
+            lines.append(f"・{result.tool} は{verb}: {result.summary_ja}{marker}")
         for s in own:
             if s.citation.kind == "report":
                 lines.append(f"　・{s.citation.label_ja}:「{_snippet(s.citation.text)}」 [{s.number}]")

@@ -49,7 +49,7 @@ CHECKPOINT_TYPES = [("dokuei.tools.base", name) for name in
                     ("ToolResult", "ToolStatus", "Provenance", "Artifact", "Citation")]
 
 
-def _tool_schema(tool: Tool) -> dict[str, Any]:  # type: ignore[type-arg]
+def _tool_schema(tool: Tool) -> dict[str, Any]:
     return {"type": "function", "function": {
         "name": tool.name,
         "description": f"{tool.description_en} / {tool.description_ja}",
@@ -143,9 +143,7 @@ class Agent:
                 future.cancel()
                 results.append(_failed(call["name"], f"{call['name']} が制限時間 {self.settings.tool_timeout_s:.0f} 秒"
                                        "以内に終わりませんでした。", "timeout"))
-            for future, call in futures.items():
-                if future in finished:
-                    results.append(future.result())
+            results.extend(future.result() for future in futures if future in finished)
             for call in ready:
                 result = next(r for r in reversed(results) if r.tool == call["name"])
                 messages.append(ToolMessage(content=result.compact_json(), artifact=result,
@@ -321,7 +319,8 @@ class TurnResult:
         return {
             "answer_ja": self.answer_ja,
             "citations": self.citations,
-            "tool_calls": [{"name": r.tool, "input": r.input, "input_sha256": r.provenance.input_sha256, "status": r.status.value,
+            "tool_calls": [{"name": r.tool, "input": r.input, "input_sha256": r.provenance.input_sha256,
+                            "status": r.status.value,
                             "output": r.output, "summary_ja": r.summary_ja,
                             "artifacts": [a.model_dump() for a in r.artifacts],
                             "provenance": r.provenance.model_dump(mode="json")} for r in self.results],
@@ -345,4 +344,4 @@ def sqlite_checkpointer(path: Path) -> BaseCheckpointSaver[Any]:
     return SqliteSaver(conn, serde=JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES))
 
 
-__all__ = ["Agent", "ToolCall", "TurnResult", "sqlite_checkpointer", "PlannedCall"]
+__all__ = ["Agent", "PlannedCall", "ToolCall", "TurnResult", "sqlite_checkpointer"]

@@ -106,7 +106,7 @@ def parse_tool_calls(text: str) -> tuple[str, list[ToolCall]]:
                 args = payload.get("arguments", payload.get("parameters", {}))
                 if isinstance(args, str):
                     args = json.loads(args)
-                calls.append(ToolCall(name=str(payload["name"]), args=dict(args)))
+                calls.append(ToolCall(name=str(payload["name"]), args=dict(args or {})))
                 remaining = ""
         except json.JSONDecodeError:
             pass
@@ -127,7 +127,9 @@ class TransformersBackend(ChatBackend):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.torch = torch
+        self.torch: Any = torch
+        self.tokenizer: Any
+        self.model: Any
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device

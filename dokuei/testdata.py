@@ -4,11 +4,12 @@ The setup step (``python -m dokuei.testdata``) fetches each wheel once with ``pi
 into ``.cache/testdata`` (or ``$DOKUEI_TESTDATA_DIR``) and extracts the named members. Tests only read
 what is already there: they never touch the network.
 
-| file | wheel | what it is | licence |
-|---|---|---|---|
-| RG1_UNCI.dcm, CT slices | pydicom-data 1.0.0 | real PA chest radiograph, 512² CT | see pydicom-data (MIT package; images from public DICOM test sets) |
-| NLMCXR_reports.tgz | torchxrayvision 1.5.7 | 3,955 Indiana University chest X-ray reports with MeSH | CC BY-NC-ND 4.0 |
-| ecg.dat | scipy 1.12.0 | MIT-BIH Arrhythmia record 208, 5 min, 360 Hz, lead MLII | ODC-By (PhysioNet) |
+- RG1_UNCI.dcm, 693_UNCI.dcm (pydicom-data 1.0.0): a real PA chest radiograph, a CT slice
+  (MIT package; images from public DICOM test sets).
+- NLMCXR_reports.tgz (torchxrayvision 1.5.7): 3,955 Indiana University chest X-ray reports with
+  MeSH terms (CC BY-NC-ND 4.0).
+- mitbih_208_ecg.dat (scipy 1.12.0 ``scipy/misc/ecg.dat``): MIT-BIH Arrhythmia record 208, 5 min,
+  360 Hz, lead MLII (ODC-By, PhysioNet).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def pydicom_file(name: str) -> Path:
 def fetch_all() -> list[Path]:
     target = data_dir()
     target.mkdir(parents=True, exist_ok=True)
-    written = []
+    written: list[Path] = []
     for source in SOURCES:
         wanted = {local: member for local, member in source.members.items() if not (target / local).exists()}
         if not wanted:

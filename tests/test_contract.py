@@ -49,6 +49,12 @@ def _numeric_fields(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, An
     return found
 
 
+def _has_unit_sibling(schema: dict[str, Any], model: str) -> bool:
+    """A value whose unit travels in a sibling field (``value`` + ``unit``) carries its unit too."""
+    props = schema.get("$defs", {}).get(model, schema).get("properties", {})
+    return any(k.startswith("unit") for k in props)
+
+
 def _undescribed(schema: dict[str, Any]) -> list[str]:
     models = {"<root>": schema, **schema.get("$defs", {})}
     missing = []
@@ -67,7 +73,7 @@ def test_registry_is_not_empty() -> None:
 
 @pytest.mark.parametrize("name", ENTRIES)
 def test_tool_honours_the_contract(name: str, registry: ToolRegistry) -> None:
-    tool: Tool = registry.get(name)  # type: ignore[type-arg]
+    tool: Tool = registry.get(name)
     assert re.fullmatch(r"[a-z]+(_[a-z0-9]+)+", tool.name), "snake_case name"
     assert tool.name.split("_")[0] in VERBS, f"{tool.name} should start with a verb"
     assert re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", tool.description_ja) and len(tool.description_ja) >= 30
@@ -82,8 +88,7 @@ def test_tool_honours_the_contract(name: str, registry: ToolRegistry) -> None:
         assert not _undescribed(schema) or model is tool.Output, f"{model.__name__}: {_undescribed(schema)}"
         unitless = [f"{m}.{f}" for m, f, _ in _numeric_fields(schema)
                     if not f.endswith(UNIT_SUFFIXES) and not DIMENSIONLESS.search(f)
-                    and "unit" not in schema.get("$defs", {}).get(m, schema).get("properties", {})
-                    and not any(k.startswith("unit") for k in schema.get("$defs", {}).get(m, schema).get("properties", {}))]
+                    and not _has_unit_sibling(schema, m)]
         assert not unitless, f"{model.__name__}: numeric fields without a unit in the name: {unitless}"
 
 

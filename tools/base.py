@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dokuei import __version__
 from dokuei.settings import Settings
 from dokuei.tools.context import ToolContext
-from dokuei.tools.weights import WeightSpec, WeightsCheck, check_weights
+from dokuei.tools.weights import WeightsCheck, WeightSpec, check_weights
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class Tool(ABC, Generic[InputT]):
         self.device = "cpu"
 
     # --- to implement -------------------------------------------------------------------------
-    def setup(self) -> None:  # noqa: B027 - optional hook: most tools have nothing to load
+    def setup(self) -> None:
         """Load models or data. Called once, on first use, after availability was checked."""
 
     @abstractmethod
@@ -204,7 +204,8 @@ class Tool(ABC, Generic[InputT]):
                 checks,
             )
         if self.requires.device == "cuda" and not gpu_present():
-            return Availability(ToolStatus.UNAVAILABLE, "このツールは GPU（CUDA）が必要ですが、見つかりません。", checks)
+            reason = "このツールは GPU（CUDA）が必要ですが、見つかりません。"
+            return Availability(ToolStatus.UNAVAILABLE, reason, checks)
         return Availability(ToolStatus.OK, "利用可能", checks)
 
     def resolve_device(self) -> str:
@@ -251,7 +252,8 @@ class Tool(ABC, Generic[InputT]):
             log.exception("tool %s failed", self.name)
             return self._result(
                 ToolStatus.FAILED, prov, t0,
-                summary_ja=f"{self.name} の実行中にエラーが発生しました（{type(exc).__name__}）。詳細はログを確認してください。",
+                summary_ja=f"{self.name} の実行中にエラーが発生しました（{type(exc).__name__}）。"
+                "詳細はログを確認してください。",
                 detail="".join(traceback.format_exception(exc)), input_json=input_json,
             )
         prov.model_version = outcome.model_version

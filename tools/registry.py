@@ -43,7 +43,7 @@ def tool_entries() -> list[ToolEntry]:
     return entries
 
 
-def load_tool_class(entry: ToolEntry) -> type[Tool]:  # type: ignore[type-arg]
+def load_tool_class(entry: ToolEntry) -> type[Tool]:
     module_name, _, attr = entry.target.partition(":")
     cls = getattr(importlib.import_module(module_name), attr)
     if not (isinstance(cls, type) and issubclass(cls, Tool)):
@@ -59,7 +59,7 @@ class ToolRegistry:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.load()
         self._entries = {e.name: e for e in tool_entries()}
-        self._instances: dict[str, Tool] = {}  # type: ignore[type-arg]
+        self._instances: dict[str, Tool] = {}
         self.load_errors: dict[str, str] = {}
 
     @property
@@ -69,14 +69,14 @@ class ToolRegistry:
     def entry(self, name: str) -> ToolEntry:
         return self._entries[name]
 
-    def get(self, name: str) -> Tool:  # type: ignore[type-arg]
+    def get(self, name: str) -> Tool:
         if name not in self._entries:
             raise KeyError(name)
         if name not in self._instances:
             self._instances[name] = load_tool_class(self._entries[name])(self.settings)
         return self._instances[name]
 
-    def tools(self) -> list[Tool]:  # type: ignore[type-arg]
+    def tools(self) -> list[Tool]:
         """Every tool that imports; import failures are kept in ``load_errors``."""
         loaded = []
         for name in self._entries:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ def load_nifti(path: Path, *, labels: bool = False) -> Volume:
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))
+        img: Any = nib.load(str(path))
     except Exception as exc:
         raise ToolInputError(f"NIfTI ファイル {path.name} を読み込めません。", f"{path}: {exc}") from exc
     if len(img.shape) == 4 and img.shape[3] == 1:
@@ -57,7 +58,7 @@ def load_nifti(path: Path, *, labels: bool = False) -> Volume:
             f"{path.name} は {len(img.shape)} 次元の画像です。3 次元の CT ボリュームを指定してください。",
             f"{path}: shape {img.shape}",
         )
-    affine = np.asarray(img.affine, dtype=float)
+    affine = np.asarray(img.affine, dtype=np.float64)
     linear = affine[:3, :3]
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(linear)) < 1e-6:
         raise ToolInputError(

