@@ -80,7 +80,7 @@ def compose_deterministic(results: list[ToolResult], unmet_ja: list[str]) -> tup
             lines.append(f"・{cite_each_sentence(result.summary_ja, marker)}")
         else:
             verb = "実行できませんでした" if result.status is ToolStatus.FAILED else "利用できません"
-            lines.append(f"・{result.tool} は{verb}: {result.summary_ja}{marker}")
+            lines.append(f"・{result.tool} は{verb}: {cite_each_sentence(result.summary_ja, marker)}")
         for s in own:
             if s.citation.kind == "report":
                 lines.append(f"　・{s.citation.label_ja}:「{_snippet(s.citation.text)}」 [{s.number}]")

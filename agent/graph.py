@@ -141,7 +141,7 @@ class Agent:
             for future in not_done:
                 call = futures[future]
                 future.cancel()
-                results.append(_failed(call["name"], f"{call['name']} が制限時間 {self.settings.tool_timeout_s:.0f} 秒"
+                results.append(_failed(call["name"], f"{call['name']} が制限時間 {self.settings.tool_timeout_s:g} 秒"
                                        "以内に終わりませんでした。", "timeout"))
             results.extend(future.result() for future in futures if future in finished)
             for call in ready:
