@@ -163,6 +163,8 @@ class Tool(ABC, Generic[InputT]):
     keywords_ja: ClassVar[tuple[str, ...]] = ()
     #: attachment kinds (see agent.attachments) this tool consumes
     attachment_kinds: ClassVar[tuple[str, ...]] = ()
+    #: tools whose results (same turn) this tool reads from ``ToolContext.results``; they run first
+    depends_on: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.load()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -44,6 +44,8 @@ class ToolContext:
     question: str
     attachments: list[Attachment] = field(default_factory=list)
     patient: PatientContext = field(default_factory=PatientContext)
+    #: results of tools already run this turn, by tool name (ToolResult objects)
+    results: dict[str, Any] = field(default_factory=dict)
 
     def of_kind(self, *kinds: AttachmentKind) -> list[Attachment]:
         return [a for a in self.attachments if a.kind in kinds]

@@ -30,9 +30,18 @@ LeadFlag = Literal["flat", "saturated"]
 
 #: millivolts per unit, for every unit spelling seen in DICOM, WFDB, aECG and CSV headers
 _UNIT_TO_MV: dict[str, float] = {
-    "mv": 1.0, "millivolt": 1.0, "millivolts": 1.0,
-    "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "microvolt": 1e-3, "microvolts": 1e-3,
-    "v": 1e3, "volt": 1e3, "volts": 1e3, "nv": 1e-6,
+    "mv": 1.0,
+    "millivolt": 1.0,
+    "millivolts": 1.0,
+    "uv": 1e-3,
+    "µv": 1e-3,
+    "μv": 1e-3,
+    "microvolt": 1e-3,
+    "microvolts": 1e-3,
+    "v": 1e3,
+    "volt": 1e3,
+    "volts": 1e3,
+    "nv": 1e-6,
 }
 
 # Flat: peak-to-peak below 0.05 mV after removing the median (an unplugged electrode reads ~0; the
@@ -96,6 +105,7 @@ class EcgRecord:
 
 # --- public entry points ------------------------------------------------------------------------
 
+
 def load_ecg(path: Path, *, sampling_rate_hz: float | None = None, units: str | None = None) -> EcgRecord:
     """Read an ECG by content. ``sampling_rate_hz``/``units`` are used only for CSV files that lack them."""
     if not path.exists():
@@ -149,6 +159,7 @@ def sniff_ecg_format(path: Path) -> EcgFormat | None:
 
 # --- DICOM ------------------------------------------------------------------------------------
 
+
 def _dicom_has_waveform(path: Path) -> bool:
     import pydicom
 
@@ -169,15 +180,20 @@ def read_dicom_ecg(path: Path) -> EcgRecord:
     except Exception as exc:
         raise ToolInputError(f"DICOM ファイル {path.name} を読み込めません。", f"{path}: {exc}") from exc
     if "WaveformSequence" not in ds or not ds.WaveformSequence:
-        raise ToolInputError(f"{path.name} には心電図波形が含まれていません。", f"{path}: no WaveformSequence")
+        raise ToolInputError(
+            f"{path.name} には心電図波形が含まれていません。", f"{path}: no WaveformSequence"
+        )
     groups = list(ds.WaveformSequence)
-    index = next((i for i, g in enumerate(groups) if "RHYTHM" in str(g.get("MultiplexGroupLabel", "")).upper()), 0)
+    index = next(
+        (i for i, g in enumerate(groups) if "RHYTHM" in str(g.get("MultiplexGroupLabel", "")).upper()), 0
+    )
     group = groups[index]
     n_ch, n_s = int(group.NumberOfWaveformChannels), int(group.NumberOfWaveformSamples)
     bytes_needed = n_ch * n_s * int(group.WaveformBitsAllocated) // 8
     if len(group.WaveformData) < bytes_needed:
         raise ToolInputError(
-            f"{path.name} の波形データが途中で切れています（{len(group.WaveformData)} / {bytes_needed} バイト）。",
+            f"{path.name} の波形データが途中で切れています"
+            f"（{len(group.WaveformData)} / {bytes_needed} バイト）。",
             f"{path}: truncated WaveformData",
         )
     raw = multiplex_array(ds, index, as_raw=False).T  # (channels, samples) in each channel's units
@@ -185,12 +201,20 @@ def read_dicom_ecg(path: Path) -> EcgRecord:
     rows: list[np.ndarray] = []
     unit_names: set[str] = set()
     for ch, row in zip(group.ChannelDefinitionSequence, raw, strict=True):
-        label = ch.ChannelSourceSequence[0].CodeMeaning if "ChannelSourceSequence" in ch else ch.get("ChannelLabel", "")
+        label = (
+            ch.ChannelSourceSequence[0].CodeMeaning
+            if "ChannelSourceSequence" in ch
+            else ch.get("ChannelLabel", "")
+        )
         name = _lead_name(str(label))
         if name is None or name in leads:
             log.info("%s: channel %r skipped", path.name, label)
             continue
-        unit = str(ch.ChannelSensitivityUnitsSequence[0].CodeValue) if "ChannelSensitivityUnitsSequence" in ch else ""
+        unit = (
+            str(ch.ChannelSensitivityUnitsSequence[0].CodeValue)
+            if "ChannelSensitivityUnitsSequence" in ch
+            else ""
+        )
         if "ChannelSensitivity" not in ch or unit.lower() not in _UNIT_TO_MV:
             raise ToolInputError(
                 f"{path.name} の誘導 {name} の感度または単位が記録されていないため、電位を計算できません。",
@@ -203,15 +227,26 @@ def read_dicom_ecg(path: Path) -> EcgRecord:
         raise ToolInputError(f"{path.name} に標準誘導の波形が見つかりません。", f"{path}: no standard leads")
     device, statements = _dicom_device_values(ds)
     return EcgRecord(
-        signals_mv=np.vstack(rows).astype(np.float64), leads=tuple(leads),
-        sampling_rate_hz=float(group.SamplingFrequency), source=str(path), format="dicom",
-        source_units="/".join(sorted(unit_names)), device_measurements=device, device_statements=statements,
+        signals_mv=np.vstack(rows).astype(np.float64),
+        leads=tuple(leads),
+        sampling_rate_hz=float(group.SamplingFrequency),
+        source=str(path),
+        format="dicom",
+        source_units="/".join(sorted(unit_names)),
+        device_measurements=device,
+        device_statements=statements,
     )
 
 
 _DEVICE_KEYS = {
-    "RR Interval": "rr_ms", "PR Interval": "pr_ms", "QRS Duration": "qrs_ms", "QT Interval": "qt_ms",
-    "QTc Interval": "qtc_ms", "P Axis": "p_axis_deg", "QRS Axis": "qrs_axis_deg", "T Axis": "t_axis_deg",
+    "RR Interval": "rr_ms",
+    "PR Interval": "pr_ms",
+    "QRS Duration": "qrs_ms",
+    "QT Interval": "qt_ms",
+    "QTc Interval": "qtc_ms",
+    "P Axis": "p_axis_deg",
+    "QRS Axis": "qrs_axis_deg",
+    "T Axis": "t_axis_deg",
     "Ventricular Heart Rate": "heart_rate_bpm",
 }
 
@@ -234,6 +269,7 @@ def _dicom_device_values(ds: object) -> tuple[dict[str, float], tuple[str, ...]]
 
 
 # --- WFDB -------------------------------------------------------------------------------------
+
 
 def read_wfdb(path: Path) -> EcgRecord:
     """A WFDB record (.hea + signal file); units and gain from the header."""
@@ -267,16 +303,25 @@ def read_wfdb(path: Path) -> EcgRecord:
             continue
         scale = _UNIT_TO_MV.get(str(unit).strip().lower())
         if scale is None:
-            raise ToolInputError(f"WFDB レコード {base.name} の誘導 {name_raw} の単位「{unit}」は電位の単位ではありません。",
-                                 f"{base}: unit {unit!r}")
+            raise ToolInputError(
+                f"WFDB レコード {base.name} の誘導 {name_raw} の単位「{unit}」は電位の単位ではありません。",
+                f"{base}: unit {unit!r}",
+            )
         unit_names.add(str(unit))
         leads.append(name)
         rows.append(signal[:, j] * scale)
     if not leads:
-        raise ToolInputError(f"WFDB レコード {base.name} に標準誘導が見つかりません。", f"{base}: {rec.sig_name}")
-    return EcgRecord(signals_mv=np.vstack(rows).astype(np.float64), leads=tuple(leads),
-                     sampling_rate_hz=float(rec.fs), source=str(base), format="wfdb",
-                     source_units="/".join(sorted(unit_names)))
+        raise ToolInputError(
+            f"WFDB レコード {base.name} に標準誘導が見つかりません。", f"{base}: {rec.sig_name}"
+        )
+    return EcgRecord(
+        signals_mv=np.vstack(rows).astype(np.float64),
+        leads=tuple(leads),
+        sampling_rate_hz=float(rec.fs),
+        source=str(base),
+        format="wfdb",
+        source_units="/".join(sorted(unit_names)),
+    )
 
 
 # --- CSV --------------------------------------------------------------------------------------
@@ -332,14 +377,17 @@ def read_csv_ecg(path: Path, *, sampling_rate_hz: float | None = None, units: st
                         f"{path}: row {r} column {h}: {cell!r}",
                     ) from exc
     if not columns:
-        raise ToolInputError(f"CSV {path.name} の見出しに誘導名（I, II, V1 など）がありません。", f"{path}: {header}")
+        raise ToolInputError(
+            f"CSV {path.name} の見出しに誘導名（I, II, V1 など）がありません。", f"{path}: {header}"
+        )
     if fs is None and time_col is not None:
         t = np.array([float(r[time_col]) for r in rows[1:]])
         step = float(np.median(np.diff(t)))
         fs = 1.0 / (step / 1000.0 if header[time_col].lower() == "time_ms" else step)
     if fs is None or not np.isfinite(fs) or fs <= 0:
         raise ToolInputError(
-            f"CSV {path.name} にサンプリング周波数の記載がありません（例: 先頭行に「# sampling_rate_hz: 500」）。",
+            f"CSV {path.name} にサンプリング周波数の記載がありません"
+            "（例: 先頭行に「# sampling_rate_hz: 500」）。",
             f"{path}: sampling rate not stated",
         )
     if unit is None or unit.lower() not in _UNIT_TO_MV:
@@ -348,8 +396,14 @@ def read_csv_ecg(path: Path, *, sampling_rate_hz: float | None = None, units: st
             f"{path}: units {unit!r}",
         )
     signals = np.array(list(columns.values()), dtype=np.float64) * _UNIT_TO_MV[unit.lower()]
-    return EcgRecord(signals_mv=signals, leads=tuple(columns), sampling_rate_hz=float(fs), source=str(path),
-                     format="csv", source_units=unit)
+    return EcgRecord(
+        signals_mv=signals,
+        leads=tuple(columns),
+        sampling_rate_hz=float(fs),
+        source=str(path),
+        format="csv",
+        source_units=unit,
+    )
 
 
 # --- HL7 aECG ---------------------------------------------------------------------------------
@@ -390,13 +444,17 @@ def read_aecg(path: Path) -> EcgRecord:
         origin, scale = value.find(f"{ns}origin"), value.find(f"{ns}scale")
         unit = (scale.get("unit", "") if scale is not None else "").strip()
         if scale is None or unit.lower() not in _UNIT_TO_MV:
-            raise ToolInputError(f"aECG ファイル {path.name} の誘導 {name} に単位（scale）がありません。",
-                                 f"{path}: {code} scale unit {unit!r}")
+            raise ToolInputError(
+                f"aECG ファイル {path.name} の誘導 {name} に単位（scale）がありません。",
+                f"{path}: {code} scale unit {unit!r}",
+            )
         try:
             samples = np.array(digits.text.split(), dtype=np.float64)
         except ValueError as exc:
-            raise ToolInputError(f"aECG ファイル {path.name} の誘導 {name} に数値でない値があります。",
-                                 f"{path}: {code}: {exc}") from exc
+            raise ToolInputError(
+                f"aECG ファイル {path.name} の誘導 {name} に数値でない値があります。",
+                f"{path}: {code}: {exc}",
+            ) from exc
         offset = float(origin.get("value", "0")) if origin is not None else 0.0
         origin_unit = origin.get("unit", unit) if origin is not None else unit
         mv = samples * float(scale.get("value", "1")) * _UNIT_TO_MV[unit.lower()]
@@ -405,32 +463,49 @@ def read_aecg(path: Path) -> EcgRecord:
         leads.append(name)
         rows.append(mv)
     if fs is None or not rows:
-        raise ToolInputError(f"aECG ファイル {path.name} からサンプリング周波数または誘導を読み取れません。",
-                             f"{path}: fs={fs}, leads={leads}")
+        raise ToolInputError(
+            f"aECG ファイル {path.name} からサンプリング周波数または誘導を読み取れません。",
+            f"{path}: fs={fs}, leads={leads}",
+        )
     n = min(len(r) for r in rows)
-    return EcgRecord(signals_mv=np.vstack([r[:n] for r in rows]), leads=tuple(leads), sampling_rate_hz=fs,
-                     source=str(path), format="aecg", source_units="/".join(sorted(unit_names)))
+    return EcgRecord(
+        signals_mv=np.vstack([r[:n] for r in rows]),
+        leads=tuple(leads),
+        sampling_rate_hz=fs,
+        source=str(path),
+        format="aecg",
+        source_units="/".join(sorted(unit_names)),
+    )
 
 
 # --- common finishing -------------------------------------------------------------------------
+
 
 def finish_record(record: EcgRecord) -> EcgRecord:
     """Check shape and rate, derive missing limb leads, order leads, flag flat and saturated ones."""
     sig = record.signals_mv
     if sig.ndim != 2 or sig.shape[1] < 2 * record.sampling_rate_hz:
-        raise ToolInputError("心電図の記録が短すぎます（2 秒以上必要です）。",
-                             f"{record.source}: shape {sig.shape} at {record.sampling_rate_hz} Hz")
+        raise ToolInputError(
+            "心電図の記録が短すぎます（2 秒以上必要です）。",
+            f"{record.source}: shape {sig.shape} at {record.sampling_rate_hz} Hz",
+        )
     if not 100 <= record.sampling_rate_hz <= 20000:
-        raise ToolInputError(f"サンプリング周波数 {record.sampling_rate_hz:g} Hz は解析できません（100 Hz 以上が必要）。",
-                             f"{record.source}: fs {record.sampling_rate_hz}")
+        raise ToolInputError(
+            f"サンプリング周波数 {record.sampling_rate_hz:g} Hz は解析できません（100 Hz 以上が必要）。",
+            f"{record.source}: fs {record.sampling_rate_hz}",
+        )
     if not np.all(np.isfinite(sig)):
         sig = _fill_nan(sig)
     by_name = dict(zip(record.leads, sig, strict=True))
     derived: list[str] = []
     if "I" in by_name and "II" in by_name:
         lead_i, lead_ii = by_name["I"], by_name["II"]
-        formulas = {"III": lead_ii - lead_i, "aVR": -(lead_i + lead_ii) / 2,
-                    "aVL": lead_i - lead_ii / 2, "aVF": lead_ii - lead_i / 2}
+        formulas = {
+            "III": lead_ii - lead_i,
+            "aVR": -(lead_i + lead_ii) / 2,
+            "aVL": lead_i - lead_ii / 2,
+            "aVF": lead_ii - lead_i / 2,
+        }
         for name, values in formulas.items():
             if name not in by_name:
                 by_name[name] = values
@@ -438,10 +513,18 @@ def finish_record(record: EcgRecord) -> EcgRecord:
     order = [n for n in STANDARD_LEADS if n in by_name]
     signals = np.vstack([by_name[n] for n in order])
     flags = {n: f for n, f in ((n, _lead_flag(by_name[n], record.sampling_rate_hz)) for n in order) if f}
-    return EcgRecord(signals_mv=signals, leads=tuple(order), sampling_rate_hz=record.sampling_rate_hz,
-                     source=record.source, format=record.format, source_units=record.source_units,
-                     device_measurements=record.device_measurements,
-                     device_statements=record.device_statements, derived_leads=tuple(derived), lead_flags=flags)
+    return EcgRecord(
+        signals_mv=signals,
+        leads=tuple(order),
+        sampling_rate_hz=record.sampling_rate_hz,
+        source=record.source,
+        format=record.format,
+        source_units=record.source_units,
+        device_measurements=record.device_measurements,
+        device_statements=record.device_statements,
+        derived_leads=tuple(derived),
+        lead_flags=flags,
+    )
 
 
 def _fill_nan(sig: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ Pipeline (every step on the record's own samples, none on values the device stor
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -37,17 +38,26 @@ CRITERIA_PATH = Path(__file__).resolve().parent.parent / "knowledge" / "data" / 
 DETECTION_PREFERENCE = ("II", "V5", "I", "V6", "aVF", "V4", "V2", "III", "V3", "V1", "aVL", "aVR")
 
 BeatType = Literal["N", "V", "Q"]
-Rhythm = Literal["sinus_rhythm", "sinus_bradycardia", "sinus_tachycardia", "af_like_irregular",
-                 "irregular_unclassified", "undetermined"]
+Rhythm = Literal[
+    "sinus_rhythm",
+    "sinus_bradycardia",
+    "sinus_tachycardia",
+    "af_like_irregular",
+    "irregular_unclassified",
+    "undetermined",
+]
 RHYTHM_JA: dict[str, str] = {
-    "sinus_rhythm": "洞調律", "sinus_bradycardia": "洞徐脈", "sinus_tachycardia": "洞頻脈",
-    "af_like_irregular": "絶対性不整（心房細動様）", "irregular_unclassified": "分類不能の不整脈",
+    "sinus_rhythm": "洞調律",
+    "sinus_bradycardia": "洞徐脈",
+    "sinus_tachycardia": "洞頻脈",
+    "af_like_irregular": "絶対性不整（心房細動様）",
+    "irregular_unclassified": "分類不能の不整脈",
     "undetermined": "調律判定不能",
 }
 
-DOMINANT_CORR = 0.9      # a beat belongs to the dominant morphology above this correlation
-ECTOPIC_CORR = 0.85      # below this it has another morphology (knowledge/data/ecg_criteria.json: beat_typing)
-WIDE_RATIO = 1.5         # QRS energy width ≥ 150 % of the dominant beats': a wide (ventricular) complex
+DOMINANT_CORR = 0.9  # a beat belongs to the dominant morphology above this correlation
+ECTOPIC_CORR = 0.85  # below this it has another morphology (knowledge/data/ecg_criteria.json: beat_typing)
+WIDE_RATIO = 1.5  # QRS energy width ≥ 150 % of the dominant beats': a wide (ventricular) complex
 WIDE_RATIO_DOMINANT_MAX = 1.8  # a beat this wide is never dominant, however well it correlates
 SPATIAL_VELOCITY_FRACTION = 0.10  # QRS boundary: spatial velocity falls below 10 % of its peak
 
@@ -62,11 +72,11 @@ def load_criteria() -> dict[str, Any]:
 class EcgAnalysis:
     detection_lead: str
     sampling_rate_hz: float
-    r_peaks: np.ndarray               # sample index of every detected beat
+    r_peaks: np.ndarray  # sample index of every detected beat
     beat_types: tuple[BeatType, ...]
     heart_rate_bpm: float
-    rr_ms: float                      # mean RR of all beats
-    nn_ms: float                      # mean RR between consecutive dominant beats
+    rr_ms: float  # mean RR of all beats
+    nn_ms: float  # mean RR between consecutive dominant beats
     rr_cv: float
     pr_ms: float | None
     qrs_ms: float | None
@@ -105,9 +115,10 @@ def analyze_record(record: EcgRecord) -> EcgAnalysis:
     detection = next(n for n in (*DETECTION_PREFERENCE, *usable) if n in usable)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cleaned = {n: np.asarray(nk.ecg_clean(record.lead(n), sampling_rate=int(round(fs))), float)
-                   for n in usable}
-        _, info = nk.ecg_peaks(cleaned[detection], sampling_rate=int(round(fs)))
+        cleaned = {
+            n: np.asarray(nk.ecg_clean(record.lead(n), sampling_rate=round(fs)), float) for n in usable
+        }
+        _, info = nk.ecg_peaks(cleaned[detection], sampling_rate=round(fs))
     peaks = np.asarray(info["ECG_R_Peaks"], dtype=int)
     if peaks.size < 3:
         raise EcgAnalysisError(f"only {peaks.size} R peaks found in lead {detection}")
@@ -115,7 +126,7 @@ def analyze_record(record: EcgRecord) -> EcgAnalysis:
     rr = np.diff(peaks) / fs * 1000.0
     real = np.array([t != "Q" for t in types])
     rr_real = rr[real[1:] & real[:-1]]
-    nn = rr[np.array([a == "N" and b == "N" for a, b in zip(types[:-1], types[1:], strict=True)])]
+    nn = rr[np.array([a == "N" and b == "N" for a, b in itertools.pairwise(types)])]
     if nn.size == 0 or rr_real.size == 0:
         raise EcgAnalysisError("no two consecutive dominant beats")
     dominant = peaks[np.array([t == "N" for t in types])]
@@ -144,19 +155,35 @@ def analyze_record(record: EcgRecord) -> EcgAnalysis:
     rhythm = classify_rhythm(60000.0 / nn_ms, cv, waves.get("p_fraction", 0.0), axes.get("p"))
     quality, notes = _quality(record, types, cleaned[detection], peaks, fs)
     return EcgAnalysis(
-        detection_lead=detection, sampling_rate_hz=fs, r_peaks=peaks, beat_types=tuple(types),
-        heart_rate_bpm=60000.0 / float(np.mean(rr_real)), rr_ms=float(np.mean(rr_real)), nn_ms=nn_ms, rr_cv=cv,
-        pr_ms=pr, qrs_ms=qrs, qt_ms=qt,
+        detection_lead=detection,
+        sampling_rate_hz=fs,
+        r_peaks=peaks,
+        beat_types=tuple(types),
+        heart_rate_bpm=60000.0 / float(np.mean(rr_real)),
+        rr_ms=float(np.mean(rr_real)),
+        nn_ms=nn_ms,
+        rr_cv=cv,
+        pr_ms=pr,
+        qrs_ms=qrs,
+        qt_ms=qt,
         qtc_bazett_ms=qt / math.sqrt(rr_s) if qt is not None else None,
         qtc_fridericia_ms=qt / rr_s ** (1 / 3) if qt is not None else None,
-        p_axis_deg=axes.get("p"), qrs_axis_deg=axes.get("qrs"), t_axis_deg=axes.get("t"),
-        p_wave_fraction=waves.get("p_fraction", 0.0), rhythm=rhythm, pvc_count=pvc,
-        pvc_burden_pct=100.0 * pvc / max(counted, 1), noise_beats=sum(t == "Q" for t in types),
-        quality=quality, quality_notes=tuple(notes), fiducials_ms=fid,
+        p_axis_deg=axes.get("p"),
+        qrs_axis_deg=axes.get("qrs"),
+        t_axis_deg=axes.get("t"),
+        p_wave_fraction=waves.get("p_fraction", 0.0),
+        rhythm=rhythm,
+        pvc_count=pvc,
+        pvc_burden_pct=100.0 * pvc / max(counted, 1),
+        noise_beats=sum(t == "Q" for t in types),
+        quality=quality,
+        quality_notes=tuple(notes),
+        fiducials_ms=fid,
     )
 
 
 # --- beats ------------------------------------------------------------------------------------
+
 
 def _windows(signal: np.ndarray, peaks: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
     """Segments signal[p-lo : p+hi] for peaks whose window fits; returns (segments, mask of fitted peaks)."""
@@ -203,8 +230,11 @@ def classify_beats(signal: np.ndarray, peaks: np.ndarray, fs: float) -> list[Bea
     template = np.median(segments[core], axis=0)
     corr = _corr(segments, template)
     width = _energy_width(segments)
-    ref_width = float(np.median(width[corr >= DOMINANT_CORR])) if (corr >= DOMINANT_CORR).any() else float(
-        np.median(width))
+    ref_width = (
+        float(np.median(width[corr >= DOMINANT_CORR]))
+        if (corr >= DOMINANT_CORR).any()
+        else float(np.median(width))
+    )
     fitted_idx = np.flatnonzero(fitted)
     for k, i in enumerate(fitted_idx):
         ratio = width[k] / max(ref_width, 1.0)
@@ -217,14 +247,15 @@ def classify_beats(signal: np.ndarray, peaks: np.ndarray, fs: float) -> list[Bea
     return types
 
 
-def median_beats(cleaned: dict[str, np.ndarray], peaks: np.ndarray, fs: float, pre_s: float,
-                 post_s: float) -> tuple[dict[str, np.ndarray], int]:
+def median_beats(
+    cleaned: dict[str, np.ndarray], peaks: np.ndarray, fs: float, pre_s: float, post_s: float
+) -> tuple[dict[str, np.ndarray], int]:
     lo, hi = round(pre_s * fs), round(post_s * fs)
     medians = {}
     for name, sig in cleaned.items():
         segments, _ = _windows(sig, peaks, lo, hi)
         med = np.median(segments, axis=0)
-        medians[name] = med - np.median(med[max(0, lo - round(0.08 * fs)):lo - round(0.05 * fs)])
+        medians[name] = med - np.median(med[max(0, lo - round(0.08 * fs)) : lo - round(0.05 * fs)])
     return medians, lo
 
 
@@ -236,15 +267,15 @@ def qrs_boundaries(medians: dict[str, np.ndarray], r_index: int, fs: float) -> t
     velocity = np.sqrt((np.gradient(stack, axis=1) ** 2).sum(axis=0)) * fs
     near = slice(max(0, r_index - round(0.06 * fs)), r_index + round(0.06 * fs))
     peak = float(velocity[near].max())
-    quiet = velocity[max(0, r_index - round(0.12 * fs)):max(1, r_index - round(0.04 * fs))]
+    quiet = velocity[max(0, r_index - round(0.12 * fs)) : max(1, r_index - round(0.04 * fs))]
     noise = float(np.median(quiet)) if quiet.size else 0.0
     threshold = noise + SPATIAL_VELOCITY_FRACTION * (peak - noise)
     gate = max(1, round(0.006 * fs))
     on = r_index
-    while on > gate and velocity[on - gate:on].max() >= threshold:
+    while on > gate and velocity[on - gate : on].max() >= threshold:
         on -= 1
     off = r_index
-    while off < velocity.size - gate - 1 and velocity[off + 1:off + 1 + gate].max() >= threshold:
+    while off < velocity.size - gate - 1 and velocity[off + 1 : off + 1 + gate].max() >= threshold:
         off += 1
     return (on - r_index) / fs * 1000.0, (off - r_index) / fs * 1000.0
 
@@ -257,22 +288,31 @@ def _delineate_waves(cleaned: dict[str, np.ndarray], peaks: np.ndarray, fs: floa
     p_found: list[float] = []
     search = round(0.05 * fs)
     for sig in cleaned.values():
-        around, ok = _windows(sig, peaks, round(0.06 * fs), round(0.06 * fs))
+        around, _ok = _windows(sig, peaks, round(0.06 * fs), round(0.06 * fs))
         if around.shape[0] == 0:
             continue
         polarity = 1.0 if around.max(axis=1).mean() >= -around.min(axis=1).mean() else -1.0
         oriented = polarity * sig
-        local = np.array([p - search + int(np.argmax(oriented[max(0, p - search):p + search]))
-                          if p - search >= 0 else p for p in peaks])
+        local = np.array(
+            [
+                p - search + int(np.argmax(oriented[max(0, p - search) : p + search]))
+                if p - search >= 0
+                else p
+                for p in peaks
+            ]
+        )
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                _, waves = nk.ecg_delineate(oriented, local, sampling_rate=int(round(fs)), method="prominence")
+                _, waves = nk.ecg_delineate(oriented, local, sampling_rate=round(fs), method="prominence")
         except Exception as exc:  # neurokit raises on very short or odd signals; the lead is skipped
             log.debug("delineation failed on a lead: %s", exc)
             continue
-        for key, nk_key in (("p_onset", "ECG_P_Onsets"), ("p_offset", "ECG_P_Offsets"),
-                            ("t_offset", "ECG_T_Offsets")):
+        for key, nk_key in (
+            ("p_onset", "ECG_P_Onsets"),
+            ("p_offset", "ECG_P_Offsets"),
+            ("t_offset", "ECG_T_Offsets"),
+        ):
             values = np.asarray(waves.get(nk_key, []), dtype=float)
             if values.size == peaks.size:
                 rel = (values - peaks) / fs * 1000.0
@@ -289,16 +329,19 @@ def _delineate_waves(cleaned: dict[str, np.ndarray], peaks: np.ndarray, fs: floa
 
 # --- axes and rhythm --------------------------------------------------------------------------
 
-def frontal_axes(medians: dict[str, np.ndarray], r_index: int, fs: float,
-                 fid: dict[str, float]) -> dict[str, float]:
+
+def frontal_axes(
+    medians: dict[str, np.ndarray], r_index: int, fs: float, fid: dict[str, float]
+) -> dict[str, float]:
     """Frontal P, QRS and T axes (degrees) by the net-area method in leads I and II.
 
     Einthoven: I = Hx, II = Hx/2 + Hy·√3/2, so Hy = (2·II − I)/√3 (equivalently (2/√3)·aVF).
     """
+
     def area(lead: str, start_ms: float, end_ms: float) -> float:
         a = r_index + round(start_ms * fs / 1000.0)
         b = r_index + round(end_ms * fs / 1000.0)
-        return float(np.sum(medians[lead][max(a, 0):max(b, a + 1)])) / fs
+        return float(np.sum(medians[lead][max(a, 0) : max(b, a + 1)])) / fs
 
     def axis(start: float, end: float) -> float:
         hx = area("I", start, end)
@@ -332,11 +375,14 @@ def classify_rhythm(rate_bpm: float, rr_cv: float, p_fraction: float, p_axis: fl
     return "irregular_unclassified" if irregular else "undetermined"
 
 
-def _quality(record: EcgRecord, types: list[BeatType], det: np.ndarray, peaks: np.ndarray,
-             fs: float) -> tuple[Literal["good", "acceptable", "poor"], list[str]]:
+def _quality(
+    record: EcgRecord, types: list[BeatType], det: np.ndarray, peaks: np.ndarray, fs: float
+) -> tuple[Literal["good", "acceptable", "poor"], list[str]]:
     notes: list[str] = []
     for lead, flag in record.lead_flags.items():
-        notes.append(f"{lead} 誘導が{'平坦（電極外れの可能性）' if flag == 'flat' else '飽和（振り切れ）'}のため除外")
+        notes.append(
+            f"{lead} 誘導が{'平坦（電極外れの可能性）' if flag == 'flat' else '飽和（振り切れ）'}のため除外"
+        )
     noise = sum(t == "Q" for t in types) / max(len(types), 1)
     if noise > 0:
         notes.append(f"雑音と判定した拍 {sum(t == 'Q' for t in types)} 個を除外")

@@ -21,8 +21,9 @@ ROW_MM = 35.0
 LAYOUT = (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3", "V6"))
 
 
-def plot_ecg(record: EcgRecord, r_peaks: np.ndarray, beat_types: tuple[str, ...], out: Path,
-             title: str = "") -> Path:
+def plot_ecg(
+    record: EcgRecord, r_peaks: np.ndarray, beat_types: tuple[str, ...], out: Path, title: str = ""
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,14 +49,22 @@ def plot_ecg(record: EcgRecord, r_peaks: np.ndarray, beat_types: tuple[str, ...]
     ax.set_aspect("equal")
     ax.axis("off")
     for x in np.arange(-8, width_mm - 8 + 0.01, 1.0):
-        ax.axvline(x, color="#f4c7c7" if round(x) % 5 else "#e58f8f", lw=0.3 if round(x) % 5 else 0.6, zorder=0)
+        ax.axvline(
+            x, color="#f4c7c7" if round(x) % 5 else "#e58f8f", lw=0.3 if round(x) % 5 else 0.6, zorder=0
+        )
     for y in np.arange(0, height_mm + 0.01, 1.0):
-        ax.axhline(y, color="#f4c7c7" if round(y) % 5 else "#e58f8f", lw=0.3 if round(y) % 5 else 0.6, zorder=0)
+        ax.axhline(
+            y, color="#f4c7c7" if round(y) % 5 else "#e58f8f", lw=0.3 if round(y) % 5 else 0.6, zorder=0
+        )
     for r, row in enumerate(rows):
         base = height_mm - 5 - ROW_MM * (r + 0.5)
         # 1 mV calibration pulse, 0.2 s wide
-        ax.plot([-7, -6, -6, -3, -3, -2], [base, base, base + MM_PER_MV, base + MM_PER_MV, base, base],
-                color="black", lw=0.8)
+        ax.plot(
+            [-7, -6, -6, -3, -3, -2],
+            [base, base, base + MM_PER_MV, base + MM_PER_MV, base, base],
+            color="black",
+            lw=0.8,
+        )
         for lead, t0, t1 in row:
             a, b = int(t0 * fs), min(int(t1 * fs), n)
             sig = record.lead(lead)[a:b]
@@ -67,10 +76,17 @@ def plot_ecg(record: EcgRecord, r_peaks: np.ndarray, beat_types: tuple[str, ...]
             for p, kind in zip(r_peaks, beat_types, strict=True):
                 if p >= n or kind == "Q":
                     continue
-                ax.plot(p / fs * MM_PER_S, base - 0.45 * ROW_MM + 2, marker="^", ms=3,
-                        color="red" if kind == "V" else "black")
+                ax.plot(
+                    p / fs * MM_PER_S,
+                    base - 0.45 * ROW_MM + 2,
+                    marker="^",
+                    ms=3,
+                    color="red" if kind == "V" else "black",
+                )
                 if kind == "V":
-                    ax.text(p / fs * MM_PER_S, base - 0.45 * ROW_MM + 4, "V", color="red", fontsize=5, ha="center")
+                    ax.text(
+                        p / fs * MM_PER_S, base - 0.45 * ROW_MM + 4, "V", color="red", fontsize=5, ha="center"
+                    )
     caption = f"{title}  25 mm/s, 10 mm/mV, {fs:g} Hz".strip()
     ax.text(0, 1.5, caption, fontsize=6)
     out.parent.mkdir(parents=True, exist_ok=True)
