@@ -21,6 +21,9 @@ ENTRY_POINT_GROUP = "dokuei.tools"
 #: name -> "module:Class". Adding a tool = one line here + its file + its test.
 BUILTIN_TOOLS: dict[str, str] = {
     "judge_checkup": "dokuei.tools.judge_checkup:JudgeCheckup",
+    "analyze_ecg": "dokuei.tools.analyze_ecg:AnalyzeEcg",
+    "classify_chest_xray": "dokuei.tools.classify_chest_xray:ClassifyChestXray",
+    "advise_cardiology": "dokuei.tools.advise_cardiology:AdviseCardiology",
 }
 
 

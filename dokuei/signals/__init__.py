@@ -1,0 +1,1 @@
+"""Signal analysis shared by tools: ECG beat detection, delineation and global measurements."""
