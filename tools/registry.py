@@ -21,6 +21,8 @@ ENTRY_POINT_GROUP = "dokuei.tools"
 #: name -> "module:Class". Adding a tool = one line here + its file + its test.
 BUILTIN_TOOLS: dict[str, str] = {
     "judge_checkup": "dokuei.tools.judge_checkup:JudgeCheckup",
+    "measure_lymph_nodes": "dokuei.tools.measure_lymph_nodes:MeasureLymphNodes",
+    "assess_recist_response": "dokuei.tools.assess_recist_response:AssessRecistResponse",
 }
 
 
