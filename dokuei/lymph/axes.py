@@ -1,7 +1,8 @@
 """RECIST axes of a node mask: the long axis and the perpendicular short axis in the axial plane, in mm.
 
 A node is measured on the axial slice where its short axis is largest (RECIST 1.1 sizes nodes by the
-short axis, measured in the plane of acquisition). On that slice the outline is the 0.5 iso-line of the
+short axis, measured in the plane of acquisition); slices within half a pixel of that are a tie, broken
+by the larger cross-section. On that slice the outline is the 0.5 iso-line of the
 mask smoothed by 0.7 pixel (so a digital disk of true diameter D measures D on average, not D - 1 pixel); the
 long axis is the longest distance between two outline points and the short axis is the longest chord
 perpendicular to it, as a reader draws it with PACS calipers. Spacing comes from the volume header.
@@ -134,16 +135,19 @@ def measure_node(mask3d: np.ndarray, spacing_mm: tuple[float, float, float]) -> 
     if count == 0:
         return None
     ks = np.flatnonzero(mask3d.any(axis=(0, 1)))
-    best: tuple[SliceAxes, int] | None = None
+    measured: list[tuple[SliceAxes, int, int]] = []
     for k in ks:
         axes = slice_axes(mask3d[:, :, k], (sx, sy))
-        if axes is None:
-            continue
-        if best is None or (axes.short_axis_mm, axes.long_axis_mm) > (best[0].short_axis_mm, best[0].long_axis_mm):
-            best = (axes, int(k))
-    if best is None:
+        if axes is not None:
+            measured.append((axes, int(k), int(mask3d[:, :, k].sum())))
+    if not measured:
         return None
-    axes, k = best
+    # The slice with the largest short axis; slices within half a pixel of it are a tie (pixel noise),
+    # broken by the larger cross-section, so a round node is read on its central slice.
+    top = max(m[0].short_axis_mm for m in measured)
+    tied = [m for m in measured if m[0].short_axis_mm >= top - 0.5 * max(sx, sy)]
+    best = max(tied, key=lambda m: (m[2], m[0].short_axis_mm))
+    axes, k, _ = best
     return NodeAxes(
         long_axis_mm=axes.long_axis_mm,
         short_axis_mm=axes.short_axis_mm,

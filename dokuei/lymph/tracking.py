@@ -108,11 +108,12 @@ def follow(studies: list[StudyNodes], rules: RecistRules, params: MatchParams | 
             status[t] = "new"
             tracks.append(Track(next_id, node.name_ja, "new" if pathological else "normal", t, ids, sizes, status))
             next_id += 1
-    responses = _responses(tracks, t_count, rules)
+    responses = responses_over_time(tracks, t_count, rules)
     return Course(studies, tracks, alignments, responses, ambiguities)
 
 
-def _responses(tracks: list[Track], t_count: int, rules: RecistRules) -> list[Response]:
+def responses_over_time(tracks: list[Track], t_count: int, rules: RecistRules) -> list[Response]:
+    """Response at each follow-up: targets and non-targets are the baseline roles; nadir before each."""
     targets = [tr for tr in tracks if tr.role == "target"]
     non_targets = [tr for tr in tracks if tr.role == "non_target"]
     baseline_sum = sum(tenths(tr.sizes_mm[0] or 0.0) for tr in targets) / 10.0
