@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,9 +28,15 @@ from dokuei.lymph.tracking import Track, responses_over_time
 from dokuei.phantoms.nodes import write_pair
 from dokuei.settings import Settings
 from dokuei.tools.assess_recist_response import AssessRecistResponse
+from dokuei.tools.base import ToolResult
 from dokuei.tools.context import Attachment, ToolContext
 
 RULES = load_rules()
+
+
+def _out(result: ToolResult) -> dict[str, Any]:
+    assert result.output is not None, result.error_detail
+    return result.output
 
 
 def resp(targets, base, nadir, non_targets=(), new=False):
@@ -43,9 +50,16 @@ def test_rules_come_from_the_data_file_with_their_source():
     assert (RULES.pr_decrease_percent, RULES.pd_increase_percent, RULES.pd_absolute_mm) == (30, 20, 5)
 
 
-@pytest.mark.parametrize(("short_axis", "expected"), [
-    (9.9, "normal"), (10.0, "non_target"), (14.9, "non_target"), (15.0, "target"), (14.96, "target"),
-])
+@pytest.mark.parametrize(
+    ("short_axis", "expected"),
+    [
+        (9.9, "normal"),
+        (10.0, "non_target"),
+        (14.9, "non_target"),
+        (15.0, "target"),
+        (14.96, "target"),
+    ],
+)
 def test_node_classes_at_the_boundaries(short_axis, expected):
     # sizes are kept to 0.1 mm, so 14.96 reads 15.0 and is measurable
     assert classify(short_axis, RULES) == expected
@@ -54,8 +68,8 @@ def test_node_classes_at_the_boundaries(short_axis, expected):
 def test_targets_are_the_two_largest_nodes_because_all_nodes_are_one_organ():
     nodes = [(1, 16.0, 2.0), (2, 22.0, 5.0), (3, 18.0, 3.0), (4, 12.0, 1.0), (5, 8.0, 0.5), (6, 18.0, 4.0)]
     targets, non_targets = select_targets(nodes, RULES)
-    assert targets == [2, 6]          # 22 mm, then 18 mm with the larger volume
-    assert non_targets == [3, 1, 4]   # other pathological nodes, largest first; the 8 mm node is normal
+    assert targets == [2, 6]  # 22 mm, then 18 mm with the larger volume
+    assert non_targets == [3, 1, 4]  # other pathological nodes, largest first; the 8 mm node is normal
 
 
 def test_exactly_minus_30_percent_is_pr_and_just_above_is_sd():
@@ -70,7 +84,12 @@ def test_exactly_minus_30_percent_is_pr_and_just_above_is_sd():
 def test_plus_20_percent_needs_5_mm_absolute_for_pd():
     # one target 15 -> 18 mm: +20% but only +3 mm -> not PD
     r = resp([18.0], 15.0, 15.0)
-    assert (r.target, r.overall, r.change_from_nadir_percent, r.change_from_nadir_mm) == ("SD", "SD", 20.0, 3.0)
+    assert (r.target, r.overall, r.change_from_nadir_percent, r.change_from_nadir_mm) == (
+        "SD",
+        "SD",
+        20.0,
+        3.0,
+    )
     # 25 -> 30 mm: +20% and +5 mm, both exactly at the boundary -> PD
     r = resp([15.0, 15.0], 25.0, 25.0)
     assert (r.target, r.overall) == ("PD", "PD")
@@ -80,8 +99,10 @@ def test_plus_20_percent_needs_5_mm_absolute_for_pd():
 
 def test_pd_is_measured_from_the_nadir_not_the_baseline():
     # baseline 40, PR to 28 at the first follow-up, then 33.6 mm: below baseline but +20% / +5.6 mm over nadir
-    tracks = [Track(1, "a", "target", 0, [1, 1, 1], [20.0, 14.0, 16.8], ["baseline", "matched", "matched"]),
-              Track(2, "b", "target", 0, [2, 2, 2], [20.0, 14.0, 16.8], ["baseline", "matched", "matched"])]
+    tracks = [
+        Track(1, "a", "target", 0, [1, 1, 1], [20.0, 14.0, 16.8], ["baseline", "matched", "matched"]),
+        Track(2, "b", "target", 0, [2, 2, 2], [20.0, 14.0, 16.8], ["baseline", "matched", "matched"]),
+    ]
     first, second = responses_over_time(tracks, 3, RULES)
     assert first.overall == "PR"
     assert (second.nadir_sum_mm, second.sum_mm, second.change_from_nadir_mm) == (28.0, 33.6, 5.6)
@@ -115,8 +136,8 @@ def test_no_target_at_baseline_uses_non_targets_only():
 
 
 def test_display_percent_rounds_like_a_report():
-    assert display_percent(37.5, (30, 20)) == 38.0   # 6/16 mm: +38% as in the example
-    assert display_percent(19.6, (30, 20)) == 19.6   # would read +20% and cross the PD threshold
+    assert display_percent(37.5, (30, 20)) == 38.0  # 6/16 mm: +38% as in the example
+    assert display_percent(19.6, (30, 20)) == 19.6  # would read +20% and cross the PD threshold
 
 
 def _obs(i, pos, sa, la=20.0):
@@ -126,7 +147,11 @@ def _obs(i, pos, sa, la=20.0):
 def test_matching_by_position_after_alignment():
     prev = [_obs(1, (0.0, 0.0, 0.0), 16.0), _obs(2, (50.0, 0.0, 0.0), 20.0)]
     # the follow-up is shifted by (+10, 0, -20) mm; its labels are in another order
-    curr = [_obs(7, (60.0, 0.0, -20.0), 21.0), _obs(8, (10.0, 0.0, -20.0), 22.0), _obs(9, (-60.0, 30.0, -20.0), 12.0)]
+    curr = [
+        _obs(7, (60.0, 0.0, -20.0), 21.0),
+        _obs(8, (10.0, 0.0, -20.0), 22.0),
+        _obs(9, (-60.0, 30.0, -20.0), 12.0),
+    ]
     matches, new = match_nodes(prev, curr, (-10.0, 0.0, 20.0))
     assert [(m.prev_id, m.curr_id, m.status) for m in matches] == [(1, 8, "matched"), (2, 7, "matched")]
     assert new == [9]
@@ -162,7 +187,7 @@ def test_phantom_pair_is_pd_with_the_node_table(pair, settings):
     truth_f = json.loads((followup / "ground_truth.json").read_text())
     result = AssessRecistResponse(settings)({"study_paths": [str(baseline), str(followup)]})
     assert result.ok, result.error_detail
-    out = result.output
+    out = _out(result)
     assert out["overall_response"] == "PD"
     assert out["order_basis"] == "study_date"
     assert out["alignments"][0]["method"] == "vertebrae"
@@ -172,8 +197,12 @@ def test_phantom_pair_is_pd_with_the_node_table(pair, settings):
     assert set(targets) == {1, 2}  # baseline labels 1 (4R, 15.9 mm) and 2 (#7, 18.0 mm)
     # the right paratracheal node is label 1 at baseline and label 3 at follow-up (relabelled on purpose)
     assert targets[1]["node_id_by_timepoint"] == [1, 3]
-    assert targets[1]["short_axis_mm_by_timepoint"][0] == pytest.approx(truth_b["1"]["short_axis_mm"], abs=0.5)
-    assert targets[1]["short_axis_mm_by_timepoint"][1] == pytest.approx(truth_f["3"]["short_axis_mm"], abs=0.5)
+    assert targets[1]["short_axis_mm_by_timepoint"][0] == pytest.approx(
+        truth_b["1"]["short_axis_mm"], abs=0.5
+    )
+    assert targets[1]["short_axis_mm_by_timepoint"][1] == pytest.approx(
+        truth_f["3"]["short_axis_mm"], abs=0.5
+    )
     # truth: 15.9 + 18.0 = 33.8 -> 24.0 + 17.0 = 41.0 mm: +21% and +7.2 mm over the nadir (baseline)
     tp = out["timepoints"][1]
     assert tp["change_from_nadir_percent"] == pytest.approx(21.0, abs=2.0)
@@ -189,10 +218,11 @@ def test_phantom_pair_is_pd_with_the_node_table(pair, settings):
 
 def test_dates_win_over_the_order_given(pair, settings, tmp_path):
     baseline, followup = pair
-    result = AssessRecistResponse(settings)({"study_paths": [str(followup), str(baseline)],
-                                             "render_overlay": False})
+    result = AssessRecistResponse(settings)(
+        {"study_paths": [str(followup), str(baseline)], "render_overlay": False}
+    )
     assert result.ok
-    assert (result.output["baseline_study"], result.output["followup_study"]) == ("baseline", "followup")
+    assert (_out(result)["baseline_study"], _out(result)["followup_study"]) == ("baseline", "followup")
     assert "入れ替えて" in result.summary_ja
     # without dates, the order given decides (first = baseline) and the answer says so
     import shutil
@@ -204,8 +234,8 @@ def test_dates_win_over_the_order_given(pair, settings, tmp_path):
         (dst / "study.json").unlink()
         undated.append(str(dst))
     result = AssessRecistResponse(settings)({"study_paths": undated, "render_overlay": False})
-    assert result.output["order_basis"] == "attachment_order"
-    assert result.output["baseline_study"] == "followup"
+    assert _out(result)["order_basis"] == "attachment_order"
+    assert _out(result)["baseline_study"] == "followup"
     assert "指定の順序" in result.summary_ja
 
 
@@ -213,8 +243,10 @@ def test_every_number_in_the_summary_is_in_the_output(pair, settings):
     import re
 
     baseline, followup = pair
-    result = AssessRecistResponse(settings)({"study_paths": [str(baseline), str(followup)], "render_overlay": False})
-    text = json.dumps(result.output, ensure_ascii=False)
+    result = AssessRecistResponse(settings)(
+        {"study_paths": [str(baseline), str(followup)], "render_overlay": False}
+    )
+    text = json.dumps(_out(result), ensure_ascii=False)
     numbers_out = {float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", text)}
     for raw in re.findall(r"\d+(?:\.\d+)?", result.summary_ja):
         assert float(raw) in numbers_out, raw

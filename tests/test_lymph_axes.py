@@ -21,10 +21,10 @@ TOL_MM = 0.5
 
 CASES = [
     # (spacing mm, semi-axes mm, yaw°, tilt°)
-    ((0.7, 0.8, 3.0), (12.0, 8.0, 10.0), 0.0, 0.0),     # axis-aligned, x/y spacing differ
-    ((0.7, 0.9, 3.0), (12.0, 8.0, 10.0), 33.0, 0.0),    # rotated in the axial plane
+    ((0.7, 0.8, 3.0), (12.0, 8.0, 10.0), 0.0, 0.0),  # axis-aligned, x/y spacing differ
+    ((0.7, 0.9, 3.0), (12.0, 8.0, 10.0), 33.0, 0.0),  # rotated in the axial plane
     ((0.78, 0.78, 2.5), (15.0, 10.5, 9.0), 71.0, 25.0),  # rotated and tilted out of the plane
-    ((0.6, 0.8, 5.0), (9.0, 5.5, 7.0), 120.0, 10.0),     # small node, 5 mm slices
+    ((0.6, 0.8, 5.0), (9.0, 5.5, 7.0), 120.0, 10.0),  # small node, 5 mm slices
     ((0.9, 0.7, 1.25), (20.0, 13.0, 16.0), 45.0, 40.0),  # bulky node, strong tilt
 ]
 
@@ -32,7 +32,9 @@ CASES = [
 def _grid_for(spacing: tuple[float, float, float], node: EllipsoidNode) -> Grid:
     extent = 2.0 * max(node.semi_axes_mm) + 12.0
     shape = tuple(int(extent / s) + 1 for s in spacing)
-    origin = tuple(-(n - 1) * s / 2.0 + 0.37 * s for n, s in zip(shape, spacing, strict=True))  # off-grid centre
+    origin = tuple(
+        -(n - 1) * s / 2.0 + 0.37 * s for n, s in zip(shape, spacing, strict=True)
+    )  # off-grid centre
     return Grid((shape[0], shape[1], shape[2]), spacing, (origin[0], origin[1], origin[2]))
 
 

@@ -9,6 +9,7 @@ blended with partial volume and 10 HU Gaussian noise.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -21,11 +22,16 @@ from dokuei.lymph.grow import grow_from_click
 from dokuei.phantoms.nodes import EllipsoidNode, Grid, implant_node, pair_studies, write_pair, write_study
 from dokuei.settings import Settings
 from dokuei.testdata import package_file
-from dokuei.tools.base import ToolInputError, ToolStatus
+from dokuei.tools.base import ToolInputError, ToolResult, ToolStatus
 from dokuei.tools.context import Attachment, ToolContext
 from dokuei.tools.measure_lymph_nodes import MeasureLymphNodes
 
 ATLAS = package_file("totalsegmentator", "resources", "ct_brain_atlas_1mm.nii.gz")
+
+
+def _out(result: ToolResult) -> dict[str, Any]:
+    assert result.output is not None, result.error_detail
+    return result.output
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +58,7 @@ def test_mask_study_matches_the_analytic_truth(pair, tool):
     truth = json.loads((baseline / "ground_truth.json").read_text())
     result = tool({"study_path": str(baseline)})
     assert result.ok, result.error_detail
-    out = result.output
+    out = _out(result)
     by_id = {n["node_id"]: n for n in out["nodes"]}
     for label, t in truth.items():
         node = by_id[int(label)]
@@ -71,19 +77,27 @@ def test_mask_study_matches_the_analytic_truth(pair, tool):
     assert result.artifacts and Path(result.artifacts[0].path).exists()
 
 
-def _atlas_with_node(atlas: Volume, centre_ijk, semi, hu, seed=3) -> tuple[Volume, np.ndarray, EllipsoidNode, Grid]:
-    grid = Grid(atlas.shape, atlas.spacing_mm, tuple(float(v) for v in atlas.affine[:3, 3]))
+def _atlas_with_node(
+    atlas: Volume, centre_ijk, semi, hu, seed=3
+) -> tuple[Volume, np.ndarray, EllipsoidNode, Grid]:
+    o = atlas.affine[:3, 3]
+    grid = Grid(atlas.shape, atlas.spacing_mm, (float(o[0]), float(o[1]), float(o[2])))
     ct = atlas.array.copy()
-    centre = tuple(float(v) for v in atlas.affine[:3, 3] + np.asarray(centre_ijk) * np.asarray(atlas.spacing_mm))
+    centre = tuple(
+        float(v) for v in atlas.affine[:3, 3] + np.asarray(centre_ijk) * np.asarray(atlas.spacing_mm)
+    )
     node = EllipsoidNode((centre[0], centre[1], centre[2]), semi, yaw_deg=30.0, tilt_deg=10.0, hu=hu)
     mask = implant_node(ct, grid, node, 10.0, np.random.default_rng(seed))
     return Volume(ct, atlas.affine, "atlas+node"), mask, node, grid
 
 
-@pytest.mark.parametrize(("centre_ijk", "semi", "hu"), [
-    ((70, 100, 100), (11.0, 8.0, 9.0), 80.0),   # enhancing node inside brain parenchyma (~35 HU)
-    ((101, 60, 80), (9.0, 7.0, 8.0), 75.0),     # smaller node next to the ventricles and the brain edge
-])
+@pytest.mark.parametrize(
+    ("centre_ijk", "semi", "hu"),
+    [
+        ((70, 100, 100), (11.0, 8.0, 9.0), 80.0),  # enhancing node inside brain parenchyma (~35 HU)
+        ((101, 60, 80), (9.0, 7.0, 8.0), 75.0),  # smaller node next to the ventricles and the brain edge
+    ],
+)
 def test_click_segments_a_node_in_real_ct_without_leakage(atlas, centre_ijk, semi, hu):
     vol, truth_mask, node, grid = _atlas_with_node(atlas, centre_ijk, semi, hu)
     res = grow_from_click(vol, centre_ijk)
@@ -118,8 +132,13 @@ def test_click_outside_the_body_is_refused(atlas, tmp_path, tool):
     assert result.status is ToolStatus.FAILED
     assert "体外" in result.summary_ja
     # a click off the volume, in patient mm
-    result = tool({"study_path": str(path), "clicks": [{"point": [0, 0, 5000], "coordinate_system": "ras_mm"}],
-                   "mask_source": "click"})
+    result = tool(
+        {
+            "study_path": str(path),
+            "clicks": [{"point": [0, 0, 5000], "coordinate_system": "ras_mm"}],
+            "mask_source": "click",
+        }
+    )
     assert result.status is ToolStatus.FAILED and "範囲外" in result.summary_ja
 
 
@@ -128,16 +147,18 @@ def test_click_through_the_tool_in_lps_mm(atlas, tmp_path, tool):
     path = tmp_path / "ct.nii.gz"
     nib.save(nib.Nifti1Image(np.rint(vol.array).astype(np.int16), vol.affine), str(path))
     x, y, z = node.center_mm
-    result = tool({"study_path": str(path), "clicks": [{"point": [-x, -y, z], "coordinate_system": "lps_mm"}]})
+    result = tool(
+        {"study_path": str(path), "clicks": [{"point": [-x, -y, z], "coordinate_system": "lps_mm"}]}
+    )
     assert result.ok, result.error_detail
-    (measured,) = result.output["nodes"]
+    (measured,) = _out(result)["nodes"]
     assert measured["source"] == "click"
     assert measured["short_axis_mm"] == pytest.approx(node.best_slice_axes_mm(grid.axis_mm(2))[1], abs=1.0)
 
 
 def test_mask_on_another_grid_is_refused(pair, tmp_path, tool):
     baseline, _ = pair
-    mask = nib.load(str(baseline / "nodes.nii.gz"))
+    mask: Any = nib.load(str(baseline / "nodes.nii.gz"))
     moved = mask.affine.copy()
     moved[0, 3] += 5.0  # the same labels 5 mm to the side
     bad = tmp_path / "nodes_moved.nii.gz"
@@ -150,7 +171,7 @@ def test_mask_on_another_grid_is_refused(pair, tmp_path, tool):
 
 def test_empty_mask_is_refused(pair, tmp_path, tool):
     baseline, _ = pair
-    mask = nib.load(str(baseline / "nodes.nii.gz"))
+    mask: Any = nib.load(str(baseline / "nodes.nii.gz"))
     empty = tmp_path / "nodes_empty.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros(mask.shape, np.int16), mask.affine), str(empty))
     result = tool({"study_path": str(baseline), "mask_path": str(empty), "mask_source": "mask"})
@@ -163,8 +184,8 @@ def test_slices_thicker_than_5_mm_are_flagged(tmp_path, tool):
     folder = write_study(baseline, tmp_path / "thick")
     result = tool({"study_path": str(folder), "render_overlay": False})
     assert result.ok, result.error_detail
-    assert result.output["slice_thickness_over_limit"] is True
-    assert result.output["slice_spacing_mm"] == 6.0
+    assert _out(result)["slice_thickness_over_limit"] is True
+    assert _out(result)["slice_spacing_mm"] == 6.0
     assert "5 mm" in result.summary_ja and "6.0 mm" in result.summary_ja
 
 

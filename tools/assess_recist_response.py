@@ -24,13 +24,23 @@ from dokuei.tools.context import ToolContext
 
 
 class AssessRecistResponseInput(BaseModel):
-    study_paths: list[Path] = Field(min_length=2, description="two or more study folders (ct.nii.gz + nodes.nii.gz "
-                                                              "+ study.json) or CT files, earliest first if undated")
+    study_paths: list[Path] = Field(
+        min_length=2,
+        description="two or more study folders (ct.nii.gz + nodes.nii.gz "
+        "+ study.json) or CT files, earliest first if undated",
+    )
     mask_paths: list[Path | None] | None = Field(
-        default=None, description="node mask per study (NIfTI or DICOM SEG), same order; default: in each folder")
-    study_dates: list[str | None] | None = Field(default=None, description="ISO dates per study, override study.json")
-    match_gate_mm: float = Field(default=15.0, gt=0, description="max node displacement after alignment, mm "
-                                                                 "(plus half the node's long axis)")
+        default=None,
+        description="node mask per study (NIfTI or DICOM SEG), same order; default: in each folder",
+    )
+    study_dates: list[str | None] | None = Field(
+        default=None, description="ISO dates per study, override study.json"
+    )
+    match_gate_mm: float = Field(
+        default=15.0,
+        gt=0,
+        description="max node displacement after alignment, mm (plus half the node's long axis)",
+    )
     render_overlay: bool = Field(default=True, description="write one PNG montage per study with the axes")
 
 
@@ -79,7 +89,9 @@ class AmbiguousMatch(BaseModel):
 
 class AssessRecistResponseOutput(BaseModel):
     criteria: str = Field(description="'RECIST 1.1'")
-    order_basis: Literal["study_date", "attachment_order"] = Field(description="how baseline/follow-up were ordered")
+    order_basis: Literal["study_date", "attachment_order"] = Field(
+        description="how baseline/follow-up were ordered"
+    )
     baseline_study: str
     followup_study: str
     overall_response: str = Field(description="CR, PR, SD, PD, NE or non-CR/non-PD at the last timepoint")
@@ -95,15 +107,22 @@ class AssessRecistResponseOutput(BaseModel):
 class AssessRecistResponse(Tool[AssessRecistResponseInput]):
     name = "assess_recist_response"
     version = "0.1.0"
-    description_ja = ("前回（ベースライン）と今回の CT でリンパ節を対応付け、RECIST 1.1 の効果判定（CR/PR/SD/PD）と"
-                      "径和の変化を出す。CT が2検査以上あるときに使う。1検査だけの計測は measure_lymph_nodes。")
-    description_en = ("Match lymph nodes between a baseline/prior CT and a follow-up CT and give the RECIST 1.1 "
-                      "response (CR/PR/SD/PD) with the sum of diameters and nadir. Needs two or more studies; "
-                      "for one study use measure_lymph_nodes.")
+    description_ja = (
+        "前回（ベースライン）と今回の CT でリンパ節を対応付け、RECIST 1.1 の効果判定（CR/PR/SD/PD）と"
+        "径和の変化を出す。CT が2検査以上あるときに使う。1検査だけの計測は measure_lymph_nodes。"
+    )
+    description_en = (
+        "Match lymph nodes between a baseline/prior CT and a follow-up CT and give the RECIST 1.1 "
+        "response (CR/PR/SD/PD) with the sum of diameters and nadir. Needs two or more studies; "
+        "for one study use measure_lymph_nodes."
+    )
     Input = AssessRecistResponseInput
     Output = AssessRecistResponseOutput
-    requires = Requirements(device="cpu", licence="Apache-2.0 (dokuei); RECIST 1.1 criteria (Eisenhauer 2009)",
-                            python_packages=("scipy", "skimage", "SimpleITK"))
+    requires = Requirements(
+        device="cpu",
+        licence="Apache-2.0 (dokuei); RECIST 1.1 criteria (Eisenhauer 2009)",
+        python_packages=("scipy", "skimage", "SimpleITK"),
+    )
     keywords_ja = ("前回と比べて", "前回比", "RECIST", "効果判定", "リンパ節", "増大", "縮小", "PD", "奏効")
     attachment_kinds = ("ct_series", "nifti")
 
@@ -117,8 +136,10 @@ class AssessRecistResponse(Tool[AssessRecistResponseInput]):
         masks = inp.mask_paths or [None] * n
         dates = inp.study_dates or [None] * n
         if len(masks) != n or len(dates) != n:
-            raise ToolInputError("検査・マスク・検査日の数が一致しません。",
-                                 f"{n} studies, {len(masks)} masks, {len(dates)} dates")
+            raise ToolInputError(
+                "検査・マスク・検査日の数が一致しません。",
+                f"{n} studies, {len(masks)} masks, {len(dates)} dates",
+            )
         studies = [open_study(p, m) for p, m in zip(inp.study_paths, masks, strict=True)]
         for s, d in zip(studies, dates, strict=True):
             if d:
@@ -136,7 +157,9 @@ class AssessRecistResponse(Tool[AssessRecistResponseInput]):
         else:
             notes.append("検査日が不明な検査があるため、指定の順序（最初 = ベースライン）で比較しました。")
         ordered = [studies[i] for i in order]
-        measured = [measure_study(s, None, "auto", self.settings.weights_root, self.device, rules) for s in ordered]
+        measured = [
+            measure_study(s, None, "auto", self.settings.weights_root, self.device, rules) for s in ordered
+        ]
         for sn in measured:
             notes.extend(f"{sn.study.path.name}: {w}" for w in sn.warnings_ja)
         course = follow(measured, rules, MatchParams(gate_mm=inp.match_gate_mm))
@@ -146,17 +169,29 @@ class AssessRecistResponse(Tool[AssessRecistResponseInput]):
         if inp.render_overlay:
             key = hashlib.sha256(inp.model_dump_json().encode()).hexdigest()[:16]
             for t, sn in enumerate(measured):
-                png = render_montage(sn, self.settings.artifacts_dir / self.name / key / f"timepoint{t}.png",
-                                     title=f"T{t} {sn.study.path.name}")
-                artifacts.append(Artifact(path=str(png), kind="image",
-                                          caption_ja=f"時点 {t}（{sn.study.path.name}）のリンパ節計測断面"))
-        citation = Citation(id="recist_1_1", kind="report", label_ja="RECIST 1.1（Eisenhauer et al. 2009）",
-                            text=rules.source)
+                png = render_montage(
+                    sn,
+                    self.settings.artifacts_dir / self.name / key / f"timepoint{t}.png",
+                    title=f"T{t} {sn.study.path.name}",
+                )
+                artifacts.append(
+                    Artifact(
+                        path=str(png),
+                        kind="image",
+                        caption_ja=f"時点 {t}（{sn.study.path.name}）のリンパ節計測断面",
+                    )
+                )
+        citation = Citation(
+            id="recist_1_1", kind="report", label_ja="RECIST 1.1（Eisenhauer et al. 2009）", text=rules.source
+        )
         return Outcome(AssessRecistResponseOutput.model_validate(output), summary, artifacts, [citation])
 
     def input_from_context(self, ctx: ToolContext) -> AssessRecistResponseInput | None:
-        studies = [a.path for a in ctx.of_kind("ct_series", "nifti")
-                   if not re.search(r"node|mask|seg|label", a.path.name, re.IGNORECASE) or a.path.is_dir()]
+        studies = [
+            a.path
+            for a in ctx.of_kind("ct_series", "nifti")
+            if not re.search(r"node|mask|seg|label", a.path.name, re.IGNORECASE) or a.path.is_dir()
+        ]
         if len(studies) < 2:
             return None
         if not re.search(r"リンパ節|RECIST|効果判定|前回|比較|lymph", ctx.question, re.IGNORECASE):

@@ -24,19 +24,30 @@ from dokuei.tools.context import ToolContext
 
 class ClickPoint(BaseModel):
     point: tuple[float, float, float] = Field(
-        description="click position: voxel index [i, j, k] in the study's RAS+ canonical array (k = foot→head), "
-                    "or patient coordinates in mm")
+        description="click position: voxel index [i, j, k] of the study's RAS+ canonical array "
+        "(k = foot→head), "
+        "or patient coordinates in mm"
+    )
     coordinate_system: Literal["voxel", "ras_mm", "lps_mm"] = Field(
-        default="voxel", description="voxel index, RAS mm (NIfTI/Slicer) or LPS mm (DICOM/PACS)")
+        default="voxel", description="voxel index, RAS mm (NIfTI/Slicer) or LPS mm (DICOM/PACS)"
+    )
 
 
 class MeasureLymphNodesInput(BaseModel):
-    study_path: Path = Field(description="study folder (ct.nii.gz + nodes.nii.gz + study.json), CT NIfTI or DICOM series")
-    mask_path: Path | None = Field(default=None, description="node label mask (NIfTI or DICOM SEG) on the CT grid; "
-                                                             "default: nodes.nii.gz in the study folder")
-    clicks: list[ClickPoint] = Field(default_factory=list, description="click points, one per node to segment")
+    study_path: Path = Field(
+        description="study folder (ct.nii.gz + nodes.nii.gz + study.json), CT NIfTI or DICOM series"
+    )
+    mask_path: Path | None = Field(
+        default=None,
+        description="node label mask (NIfTI or DICOM SEG) on the CT grid; "
+        "default: nodes.nii.gz in the study folder",
+    )
+    clicks: list[ClickPoint] = Field(
+        default_factory=list, description="click points, one per node to segment"
+    )
     mask_source: Literal["auto", "mask", "click", "model"] = Field(
-        default="auto", description="auto: mask, then clicks, then the installed model")
+        default="auto", description="auto: mask, then clicks, then the installed model"
+    )
     render_overlay: bool = Field(default=True, description="write a PNG montage with the axes drawn")
 
 
@@ -54,7 +65,8 @@ class NodeMeasurement(BaseModel):
     slice_z_mm: float = Field(description="height of that slice, patient RAS mm")
     centroid_ras_mm: tuple[float, float, float] = Field(description="mask centroid, patient RAS mm")
     recist_class: Literal["normal", "non_target", "target"] = Field(
-        description="short axis <10 mm normal, 10-<15 mm pathological non-target, >=15 mm measurable")
+        description="short axis <10 mm normal, 10-<15 mm pathological non-target, >=15 mm measurable"
+    )
     role: Literal["target", "non_target", "normal"] = Field(description="role after target selection")
     source: Literal["mask", "click", "model"] = Field(description="where the node mask came from")
 
@@ -78,15 +90,23 @@ class MeasureLymphNodesOutput(BaseModel):
 class MeasureLymphNodes(Tool[MeasureLymphNodesInput]):
     name = "measure_lymph_nodes"
     version = "0.1.0"
-    description_ja = ("CT の1検査でリンパ節を RECIST 1.1 に従って計測する（短径・長径・体積・部位・標的/非標的・径和）。"
-                      "マスク、クリック位置、または導入済みモデルから。前回検査との比較・効果判定は assess_recist_response を使う。")
-    description_en = ("Measure lymph nodes on one CT study per RECIST 1.1 (short/long axis, volume, location, "
-                      "target/non-target, sum of diameters) from a mask, click points or an installed model. "
-                      "For comparison with a prior study and response use assess_recist_response.")
+    description_ja = (
+        "CT の1検査でリンパ節を RECIST 1.1 に従って計測する（短径・長径・体積・部位・標的/非標的・径和）。"
+        "マスク、クリック位置、または導入済みモデルから。"
+        "前回検査との比較・効果判定は assess_recist_response を使う。"
+    )
+    description_en = (
+        "Measure lymph nodes on one CT study per RECIST 1.1 (short/long axis, volume, location, "
+        "target/non-target, sum of diameters) from a mask, click points or an installed model. "
+        "For comparison with a prior study and response use assess_recist_response."
+    )
     Input = MeasureLymphNodesInput
     Output = MeasureLymphNodesOutput
-    requires = Requirements(device="cpu", licence="Apache-2.0 (dokuei); RECIST 1.1 criteria (Eisenhauer 2009)",
-                            python_packages=("scipy", "skimage"))
+    requires = Requirements(
+        device="cpu",
+        licence="Apache-2.0 (dokuei); RECIST 1.1 criteria (Eisenhauer 2009)",
+        python_packages=("scipy", "skimage"),
+    )
     keywords_ja = ("リンパ節", "短径", "RECIST", "レシスト", "標的病変", "リンパ節腫大")
     attachment_kinds = ("ct_series", "nifti", "dicom_seg")
 
@@ -104,14 +124,20 @@ class MeasureLymphNodes(Tool[MeasureLymphNodesInput]):
             from dokuei.lymph.overlay import render_montage
 
             key = hashlib.sha256(inp.model_dump_json().encode()).hexdigest()[:16]
-            png = render_montage(result, self.settings.artifacts_dir / self.name / key / "nodes.png",
-                                 title=f"{study.path.name} {output['study_date'] or ''}")
-            artifacts.append(Artifact(path=str(png), kind="image",
-                                      caption_ja="リンパ節の計測断面（黄: 長径、水色: 短径）"))
-        citation = Citation(id="recist_1_1", kind="report", label_ja="RECIST 1.1（Eisenhauer et al. 2009）",
-                            text=rules.source)
-        return Outcome(MeasureLymphNodesOutput.model_validate(output), summary, artifacts, [citation],
-                       model_version=None)
+            png = render_montage(
+                result,
+                self.settings.artifacts_dir / self.name / key / "nodes.png",
+                title=f"{study.path.name} {output['study_date'] or ''}",
+            )
+            artifacts.append(
+                Artifact(path=str(png), kind="image", caption_ja="リンパ節の計測断面（黄: 長径、水色: 短径）")
+            )
+        citation = Citation(
+            id="recist_1_1", kind="report", label_ja="RECIST 1.1（Eisenhauer et al. 2009）", text=rules.source
+        )
+        return Outcome(
+            MeasureLymphNodesOutput.model_validate(output), summary, artifacts, [citation], model_version=None
+        )
 
     def input_from_context(self, ctx: ToolContext) -> MeasureLymphNodesInput | None:
         studies = ctx.of_kind("ct_series", "nifti")
@@ -121,8 +147,11 @@ class MeasureLymphNodes(Tool[MeasureLymphNodesInput]):
         if len(images) != 1:
             return None  # several studies: assess_recist_response compares them
         masks = [a.path for a in ctx.of_kind("nifti", "dicom_seg") if _looks_like_mask(a.path)]
-        return MeasureLymphNodesInput(study_path=images[0].path, mask_path=masks[0] if masks else None,
-                                      clicks=_clicks_from_question(ctx.question))
+        return MeasureLymphNodesInput(
+            study_path=images[0].path,
+            mask_path=masks[0] if masks else None,
+            clicks=_clicks_from_question(ctx.question),
+        )
 
 
 def _looks_like_mask(path: Path) -> bool:
@@ -132,10 +161,16 @@ def _looks_like_mask(path: Path) -> bool:
 def _clicks_from_question(question: str) -> list[ClickPoint]:
     """'(120, 88, 40)' voxel triples, or 'RAS (x, y, z)' / 'LPS (x, y, z)' patient coordinates in mm."""
     clicks = []
-    for m in re.finditer(r"(RAS|LPS)?\s*[\(（]\s*(-?\d+(?:\.\d+)?)\s*[,、]\s*(-?\d+(?:\.\d+)?)\s*[,、]\s*"
-                         r"(-?\d+(?:\.\d+)?)\s*[\)）]", question, re.IGNORECASE):
+    for m in re.finditer(
+        r"(RAS|LPS)?\s*[\(（]\s*(-?\d+(?:\.\d+)?)\s*[,、]\s*(-?\d+(?:\.\d+)?)\s*[,、]\s*"
+        r"(-?\d+(?:\.\d+)?)\s*[\)）]",
+        question,
+        re.IGNORECASE,
+    ):
         system = {"RAS": "ras_mm", "LPS": "lps_mm"}.get((m.group(1) or "").upper(), "voxel")
-        clicks.append(ClickPoint.model_validate({"point": [float(m.group(i)) for i in (2, 3, 4)],
-                                                 "coordinate_system": system}))
+        clicks.append(
+            ClickPoint.model_validate(
+                {"point": [float(m.group(i)) for i in (2, 3, 4)], "coordinate_system": system}
+            )
+        )
     return clicks
-

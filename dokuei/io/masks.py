@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,8 +66,9 @@ def load_label_mask(path: Path, image: Volume) -> Volume:
         mask = load_volume(path, labels=True)
         check_aligned(image, mask, path.name)
     if not np.any(mask.array):
-        raise ToolInputError(f"マスク {path.name} にリンパ節の領域がありません（すべて 0）。",
-                             f"empty mask {path}")
+        raise ToolInputError(
+            f"マスク {path.name} にリンパ節の領域がありません（すべて 0）。", f"empty mask {path}"
+        )
     return mask
 
 
@@ -84,15 +86,21 @@ def read_dicom_seg(path: Path, image: Volume) -> Volume:
     shared = ds.SharedFunctionalGroupsSequence[0]
     per_frame = ds.PerFrameFunctionalGroupsSequence
     if len(per_frame) != frames.shape[0]:
-        raise ToolInputError(f"DICOM SEG {path.name} のフレーム情報が壊れています。",
-                             f"{len(per_frame)} functional groups for {frames.shape[0]} frames")
-    threshold = 0.5 * float(getattr(ds, "MaximumFractionalValue", 1)) if ds.SegmentationType == "FRACTIONAL" else 0
+        raise ToolInputError(
+            f"DICOM SEG {path.name} のフレーム情報が壊れています。",
+            f"{len(per_frame)} functional groups for {frames.shape[0]} frames",
+        )
+    threshold = (
+        0.5 * float(getattr(ds, "MaximumFractionalValue", 1)) if ds.SegmentationType == "FRACTIONAL" else 0
+    )
     out = np.zeros(image.shape, dtype=np.int32)
     inv = np.linalg.inv(image.affine)
     for f, group in enumerate(per_frame):
         seg_no = int(_item(group, shared, "SegmentIdentificationSequence").ReferencedSegmentNumber)
-        ipp = np.asarray(_item(group, shared, "PlanePositionSequence").ImagePositionPatient, dtype=float)
-        iop = np.asarray(_item(group, shared, "PlaneOrientationSequence").ImageOrientationPatient, dtype=float)
+        ipp = np.array([float(v) for v in _item(group, shared, "PlanePositionSequence").ImagePositionPatient])
+        iop = np.asarray(
+            _item(group, shared, "PlaneOrientationSequence").ImageOrientationPatient, dtype=float
+        )
         row_mm, col_mm = (float(v) for v in _item(group, shared, "PixelMeasuresSequence").PixelSpacing)
         rr, cc = np.nonzero(frames[f] > threshold)
         if rr.size == 0:
@@ -115,7 +123,7 @@ def read_dicom_seg(path: Path, image: Volume) -> Volume:
     return Volume(array=out, affine=image.affine.copy(), source=str(path), modality="SEG")
 
 
-def _item(group: object, shared: object, name: str) -> object:
+def _item(group: Any, shared: Any, name: str) -> Any:
     """A functional-group macro item from the per-frame group, else from the shared group."""
     for holder in (group, shared):
         seq = getattr(holder, name, None)

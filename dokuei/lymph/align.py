@@ -47,7 +47,7 @@ def _vertebra_centroids(labels: Volume) -> dict[int, np.ndarray]:
 
 
 def _body_centroid(ct: Volume) -> np.ndarray:
-    step = max(1, int(round(4.0 / min(ct.spacing_mm))))
+    step = max(1, round(4.0 / min(ct.spacing_mm)))
     sub = ct.array[::step, ::step, :] > -500
     ijk = np.argwhere(sub).mean(axis=0) * np.array([step, step, 1])
     return np.asarray(ct.affine[:3, :3] @ ijk + ct.affine[:3, 3])
@@ -62,9 +62,18 @@ def _to_sitk(ct: Volume) -> object:
     direction = ct.affine[:3, :3] / np.asarray(ct.spacing_mm)[None, :]
     img.SetDirection([float(v) for v in direction.ravel()])
     out_spacing = [4.0, 4.0, max(4.0, float(ct.spacing_mm[2]))]
-    size = [int(round(n * s / o)) for n, s, o in zip(img.GetSize(), img.GetSpacing(), out_spacing, strict=True)]
-    return sitk.Resample(img, size, sitk.Transform(), sitk.sitkLinear, img.GetOrigin(), out_spacing,
-                         img.GetDirection(), -200.0, sitk.sitkFloat32)
+    size = [round(n * s / o) for n, s, o in zip(img.GetSize(), img.GetSpacing(), out_spacing, strict=True)]
+    return sitk.Resample(
+        img,
+        size,
+        sitk.Transform(),
+        sitk.sitkLinear,
+        img.GetOrigin(),
+        out_spacing,
+        img.GetDirection(),
+        -200.0,
+        sitk.sitkFloat32,
+    )
 
 
 def register_translation(earlier: Volume, later: Volume, start_mm: np.ndarray) -> np.ndarray:
@@ -84,14 +93,20 @@ def register_translation(earlier: Volume, later: Volume, start_mm: np.ndarray) -
     reg.SetShrinkFactorsPerLevel([2, 1])
     reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
     result = reg.Execute(fixed, moving)
-    offset = np.asarray(sitk.TranslationTransform(result.GetNthTransform(0)).GetOffset()
-                        if isinstance(result, sitk.CompositeTransform) else result.GetParameters())
-    log.debug("registration: metric %.4f after %d iterations", reg.GetMetricValue(), reg.GetOptimizerIteration())
+    offset = np.asarray(
+        sitk.TranslationTransform(result.GetNthTransform(0)).GetOffset()
+        if isinstance(result, sitk.CompositeTransform)
+        else result.GetParameters()
+    )
+    log.debug(
+        "registration: metric %.4f after %d iterations", reg.GetMetricValue(), reg.GetOptimizerIteration()
+    )
     return -offset
 
 
-def align(earlier: Volume, later: Volume, earlier_labels: Volume | None = None,
-          later_labels: Volume | None = None) -> Alignment:
+def align(
+    earlier: Volume, later: Volume, earlier_labels: Volume | None = None, later_labels: Volume | None = None
+) -> Alignment:
     if earlier_labels is not None and later_labels is not None:
         a, b = _vertebra_centroids(earlier_labels), _vertebra_centroids(later_labels)
         common = sorted(set(a) & set(b))

@@ -61,8 +61,9 @@ def _longest_pair(pts: np.ndarray) -> tuple[int, int]:
     return int(hull_idx[a]), int(hull_idx[b])
 
 
-def _perpendicular_chord(polygons: list[np.ndarray], p0: np.ndarray, u: np.ndarray,
-                         length: float) -> tuple[float, np.ndarray, np.ndarray]:
+def _perpendicular_chord(
+    polygons: list[np.ndarray], p0: np.ndarray, u: np.ndarray, length: float
+) -> tuple[float, np.ndarray, np.ndarray]:
     """Longest chord of the outline perpendicular to direction ``u`` (unit), sampled along the long axis."""
     v = np.array([-u[1], u[0]])
     xs = np.linspace(0.0, length, max(int(length / 0.05), 2))
@@ -147,11 +148,11 @@ def measure_node(mask3d: np.ndarray, spacing_mm: tuple[float, float, float]) -> 
     top = max(m[0].short_axis_mm for m in measured)
     tied = [m for m in measured if m[0].short_axis_mm >= top - 0.5 * max(sx, sy)]
     best = max(tied, key=lambda m: (m[2], m[0].short_axis_mm))
-    axes, k, _ = best
+    axes, k_best, _ = best
     return NodeAxes(
         long_axis_mm=axes.long_axis_mm,
         short_axis_mm=axes.short_axis_mm,
-        slice_index=k,
+        slice_index=k_best,
         long_ends_ij=axes.long_ends_ij,
         short_ends_ij=axes.short_ends_ij,
         volume_ml=count * sx * sy * sz / 1000.0,

@@ -55,13 +55,13 @@ class GrowResult:
         out = np.zeros(shape, dtype=bool)
         i, j, k = self.offset
         a, b, c = self.mask.shape
-        out[i:i + a, j:j + b, k:k + c] = self.mask
+        out[i : i + a, j : j + b, k : k + c] = self.mask
         return out
 
 
 def _ball(radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
     r = [int(np.floor(radius_mm / s)) for s in spacing]
-    grids = np.ogrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1, -r[2]:r[2] + 1]
+    grids = np.ogrid[-r[0] : r[0] + 1, -r[1] : r[1] + 1, -r[2] : r[2] + 1]
     d2 = sum((g * s) ** 2 for g, s in zip(grids, spacing, strict=True))
     return np.asarray(d2 <= radius_mm**2 + 1e-6)
 
@@ -75,7 +75,7 @@ def _component_at(mask: np.ndarray, seed: tuple[int, int, int]) -> np.ndarray:
         # the seed voxel itself was removed (noise or opening): take the component nearest to it
         if not labels.any():
             return np.zeros_like(mask)
-        dist, (ii, jj, kk) = ndi.distance_transform_edt(labels == 0, return_indices=True)
+        _, (ii, jj, kk) = ndi.distance_transform_edt(labels == 0, return_indices=True)
         lab = labels[ii[seed], jj[seed], kk[seed]]
     return np.asarray(labels == lab)
 
@@ -93,23 +93,29 @@ def check_click(vol: Volume, seed: tuple[int, int, int], params: GrowParams) -> 
     if not all(0 <= s < n for s, n in zip(seed, vol.shape, strict=True)):
         raise ToolInputError("クリック位置が画像の範囲外です。", f"seed {seed} outside shape {vol.shape}")
     i, j, k = seed
-    patch = vol.array[max(i - 1, 0):i + 2, max(j - 1, 0):j + 2, k]
+    patch = vol.array[max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2, k]
     hu = float(np.median(patch))
     if hu < params.outside_air_hu:
         air, _ = ndi.label(vol.array[:, :, k] < params.outside_air_hu)
         lab = air[i, j]
         border = np.concatenate([air[0], air[-1], air[:, 0], air[:, -1]])
         if lab and np.any(border == lab):
-            raise ToolInputError("クリック位置が体外（空気）です。リンパ節の上をクリックしてください。",
-                                 f"seed {seed}: {hu:.0f} HU in air connected to the image border")
-        raise ToolInputError(f"クリック位置は空気（肺・消化管ガス、{hu:.0f} HU）で、リンパ節ではありません。",
-                             f"seed {seed}: {hu:.0f} HU inside the body")
+            raise ToolInputError(
+                "クリック位置が体外（空気）です。リンパ節の上をクリックしてください。",
+                f"seed {seed}: {hu:.0f} HU in air connected to the image border",
+            )
+        raise ToolInputError(
+            f"クリック位置は空気（肺・消化管ガス、{hu:.0f} HU）で、リンパ節ではありません。",
+            f"seed {seed}: {hu:.0f} HU inside the body",
+        )
     lo, hi = params.soft_tissue_hu
     if not lo <= hu <= hi:
         kind = "脂肪" if hu < lo else "骨・石灰化または造影血管"
-        raise ToolInputError(f"クリック位置の CT 値 {hu:.0f} HU は軟部組織の範囲外（{kind}）です。"
-                             "リンパ節の内部をクリックしてください。",
-                             f"seed {seed}: {hu:.0f} HU outside soft-tissue window {lo}..{hi}")
+        raise ToolInputError(
+            f"クリック位置の CT 値 {hu:.0f} HU は軟部組織の範囲外（{kind}）です。"
+            "リンパ節の内部をクリックしてください。",
+            f"seed {seed}: {hu:.0f} HU outside soft-tissue window {lo}..{hi}",
+        )
     return hu
 
 
@@ -124,8 +130,14 @@ def grow_from_click(vol: Volume, seed: tuple[int, int, int], params: GrowParams 
     lo_idx = [max(seed[a] - half[a], 0) for a in range(3)]
     hi_idx = [min(seed[a] + half[a] + 1, vol.shape[a]) for a in range(3)]
     crop = tuple(slice(lo_idx[a], hi_idx[a]) for a in range(3))
-    at_edge = (lo_idx[0] == 0, hi_idx[0] == vol.shape[0], lo_idx[1] == 0, hi_idx[1] == vol.shape[1],
-               lo_idx[2] == 0, hi_idx[2] == vol.shape[2])
+    at_edge = (
+        lo_idx[0] == 0,
+        hi_idx[0] == vol.shape[0],
+        lo_idx[1] == 0,
+        hi_idx[1] == vol.shape[1],
+        lo_idx[2] == 0,
+        hi_idx[2] == vol.shape[2],
+    )
     local_seed = (seed[0] - lo_idx[0], seed[1] - lo_idx[1], seed[2] - lo_idx[2])
     roi = np.asarray(vol.array[crop], dtype=np.float32)
     smooth = ndi.gaussian_filter(roi, [params.smooth_mm / s for s in spacing])
@@ -133,8 +145,11 @@ def grow_from_click(vol: Volume, seed: tuple[int, int, int], params: GrowParams 
     sphere = _ball(params.seed_radius_mm, spacing)
     r = [n // 2 for n in sphere.shape]
     sl = tuple(slice(max(local_seed[a] - r[a], 0), local_seed[a] + r[a] + 1) for a in range(3))
-    sub_sphere = sphere[tuple(slice(r[a] - (local_seed[a] - sl[a].start), r[a] + (sl[a].stop - local_seed[a]))
-                              for a in range(3))]
+    sub_sphere = sphere[
+        tuple(
+            slice(r[a] - (local_seed[a] - sl[a].start), r[a] + (sl[a].stop - local_seed[a])) for a in range(3)
+        )
+    ]
     seed_vals = smooth[sl][sub_sphere]
     mu, sd = float(seed_vals.mean()), float(seed_vals.std())
     tol = max(params.min_tolerance_hu, params.sd_factor * sd)
@@ -160,8 +175,14 @@ def grow_from_click(vol: Volume, seed: tuple[int, int, int], params: GrowParams 
         node = ndi.binary_dilation(core, ball) & grown
         if not _touches_border(node, at_edge):
             node = _fill_axial_holes(node)
-            log.debug("click %s: %d voxels, window %.0f..%.0f HU, opening %.1f mm", seed, int(node.sum()),
-                      lower, upper, radius)
+            log.debug(
+                "click %s: %d voxels, window %.0f..%.0f HU, opening %.1f mm",
+                seed,
+                int(node.sum()),
+                lower,
+                upper,
+                radius,
+            )
             return GrowResult(node, (lo_idx[0], lo_idx[1], lo_idx[2]), lower, upper, seed_hu, radius)
     raise ToolInputError(
         "クリック位置から始めた領域が周囲の組織に広がり、リンパ節の範囲を確定できません。"

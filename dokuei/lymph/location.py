@@ -67,25 +67,33 @@ class Locator:
             return
         names = _ts_names()
         wanted = {lm["structure"] for lm in self.table["landmarks"]}
-        arr = labels.array
-        present = [int(v) for v in np.unique(arr) if v]
-        for lab in present:
-            name = names.get(lab, "")
+        # landmarks need ~2 mm detail only: subsample in-plane, then one pass over the labelled voxels
+        step = max(1, round(2.0 / min(labels.spacing_mm[:2])))
+        sub = labels.array[::step, ::step, :]
+        flat = np.flatnonzero(sub)
+        values = sub.ravel()[flat]
+        order = np.argsort(values, kind="stable")
+        flat, values = flat[order], values[order]
+        bounds = np.flatnonzero(np.diff(values)) + 1
+        affine = labels.affine[:3, :3] @ np.diag([step, step, 1])
+        for chunk, lab in zip(
+            np.split(flat, bounds), values[np.r_[0, bounds]] if values.size else [], strict=False
+        ):
+            name = names.get(int(lab), "")
             if name not in wanted and not name.startswith("vertebrae_"):
                 continue
-            ijk = np.argwhere(arr == lab)
-            if len(ijk) > 20000:
-                ijk = ijk[:: len(ijk) // 20000 + 1]
-            xyz = ijk @ labels.affine[:3, :3].T + labels.affine[:3, 3]
+            ijk = np.stack(np.unravel_index(chunk, sub.shape), axis=1)
+            xyz = ijk @ affine.T + labels.affine[:3, 3]
             if name.startswith("vertebrae_"):
-                self.spine_z.append((float(xyz[:, 2].mean()), name.removeprefix("vertebrae_"),
-                                     float(xyz[:, 0].mean())))
+                self.spine_z.append(
+                    (float(xyz[:, 2].mean()), name.removeprefix("vertebrae_"), float(xyz[:, 0].mean()))
+                )
             else:
                 self.trees[name] = cKDTree(xyz)
 
     def _midline_x(self, centroid_mm: np.ndarray, k: int) -> tuple[float | None, str]:
         if self.spine_z:
-            z, _, x = min(self.spine_z, key=lambda v: abs(v[0] - centroid_mm[2]))
+            _, _, x = min(self.spine_z, key=lambda v: abs(v[0] - centroid_mm[2]))
             return x, "脊椎（TotalSegmentator）"
         if "trachea" in self.trees:
             pts = self.trees["trachea"].data
@@ -128,7 +136,7 @@ class Locator:
 
 
 def node_name_ja(loc: Location, label: int) -> str:
-    """'右気管傍リンパ節', '食道傍リンパ節' (unsided region), or 'リンパ節 #3（右）' when no region is known."""
+    """'右気管傍リンパ節', '食道傍リンパ節' (unsided region), or 'リンパ節 #3（右）' without a region."""
     side = SIDE_JA[loc.side] if loc.side in ("right", "left") and loc.region_sided else ""
     if loc.region_ja is None:
         return f"リンパ節 #{label}（{SIDE_JA[loc.side] or '部位不明'}）"

@@ -33,8 +33,8 @@ NODE_SEG_WEIGHTS = WeightSpec(
     licence="user-supplied (check the licence of the model you install)",
     source="a lymph-node segmentation model trained with nnU-Net v2 (your own or a licensed one)",
     install_ja="学習済みの nnU-Net v2 モデルフォルダ（dataset.json、plans.json、fold_*/checkpoint_final.pth、"
-               "ラベル 1 = リンパ節）を $DOKUEI_WEIGHTS_DIR/lymph_nodes/nnunet/ にコピーしてください。"
-               "モデルがなくても、マスク指定またはクリックで計測できます。",
+    "ラベル 1 = リンパ節）を $DOKUEI_WEIGHTS_DIR/lymph_nodes/nnunet/ にコピーしてください。"
+    "モデルがなくても、マスク指定またはクリックで計測できます。",
     min_files=3,
 )
 
@@ -54,12 +54,22 @@ def segment_nodes(ct: Volume, weights_root: Path, device: str) -> np.ndarray:
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     folder = weights_root / NODE_SEG_WEIGHTS.relpath
-    folds = tuple(int(p.name.removeprefix("fold_")) for p in sorted(folder.glob("fold_*"))
-                  if p.name.removeprefix("fold_").isdigit())
-    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
-                                device=torch.device(device), verbose=False, allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(str(folder), use_folds=folds or (0,),
-                                                   checkpoint_name="checkpoint_final.pth")
+    folds = tuple(
+        int(p.name.removeprefix("fold_"))
+        for p in sorted(folder.glob("fold_*"))
+        if p.name.removeprefix("fold_").isdigit()
+    )
+    predictor = nnUNetPredictor(
+        tile_step_size=0.5,
+        use_gaussian=True,
+        use_mirroring=False,
+        device=torch.device(device),
+        verbose=False,
+        allow_tqdm=False,
+    )
+    predictor.initialize_from_trained_model_folder(
+        str(folder), use_folds=folds or (0,), checkpoint_name="checkpoint_final.pth"
+    )
     # nnU-Net takes (c, z, y, x) with spacing in the same order
     image = np.asarray(ct.array, dtype=np.float32).transpose(2, 1, 0)[None]
     sx, sy, sz = ct.spacing_mm

@@ -47,8 +47,15 @@ def render_montage(result: StudyNodes, path: Path, title: str = "") -> Path:
         img = ct.array[i0:i1, j0:j1, k]
         # display: rows = anterior at top (j descending), columns = patient's right on the viewer's left
         ext = (i0 - 0.5, i1 - 0.5, j0 - 0.5, j1 - 0.5)
-        ax.imshow(img.T, cmap="gray", vmin=WINDOW_HU[0], vmax=WINDOW_HU[1], origin="lower", extent=ext,
-                  aspect=sy / sx)
+        ax.imshow(
+            img.T,
+            cmap="gray",
+            vmin=WINDOW_HU[0],
+            vmax=WINDOW_HU[1],
+            origin="lower",
+            extent=ext,
+            aspect=sy / sx,
+        )
         crop, off = result.masks[node.label]
         kk = k - off[2]
         if 0 <= kk < crop.shape[2]:
@@ -60,8 +67,11 @@ def render_montage(result: StudyNodes, path: Path, title: str = "") -> Path:
             ax.plot([ends[0][0], ends[1][0]], [ends[0][1], ends[1][1]], color=colour, linewidth=1.6)
         ax.set_xlim(ext[1], ext[0])  # radiological convention: patient's right on the left
         ax.set_ylim(ext[2], ext[3])
-        ax.set_title(f"#{node.label} {node.recist_class}\nSA {node.axes.short_axis_mm:.1f} / "
-                     f"LA {node.axes.long_axis_mm:.1f} mm  k={k}", fontsize=8)
+        ax.set_title(
+            f"#{node.label} {node.recist_class}\nSA {node.axes.short_axis_mm:.1f} / "
+            f"LA {node.axes.long_axis_mm:.1f} mm  k={k}",
+            fontsize=8,
+        )
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

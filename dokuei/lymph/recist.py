@@ -23,8 +23,14 @@ NonTargetResponse = Literal["CR", "non_pd", "NE", "none"]
 
 DATA_FILE = Path(__file__).resolve().parent.parent / "knowledge" / "data" / "recist_1_1.json"
 
-RESPONSE_JA = {"CR": "完全奏効", "PR": "部分奏効", "SD": "安定", "PD": "進行", "NE": "評価不能",
-               "non-CR/non-PD": "非 CR/非 PD"}
+RESPONSE_JA = {
+    "CR": "完全奏効",
+    "PR": "部分奏効",
+    "SD": "安定",
+    "PD": "進行",
+    "NE": "評価不能",
+    "non-CR/non-PD": "非 CR/非 PD",
+}
 
 
 @dataclass(frozen=True)
@@ -49,10 +55,13 @@ def load_rules(path: Path = DATA_FILE) -> RecistRules:
     data = json.loads(path.read_text(encoding="utf-8"))
     cls, sel, resp = data["lymph_node_class"], data["target_selection"], data["response"]
     return RecistRules(
-        edition=data["edition"], source=data["source"],
-        normal_below_mm=cls["normal_below_short_axis_mm"], target_min_mm=cls["target_min_short_axis_mm"],
+        edition=data["edition"],
+        source=data["source"],
+        normal_below_mm=cls["normal_below_short_axis_mm"],
+        target_min_mm=cls["target_min_short_axis_mm"],
         max_slice_thickness_mm=data["imaging"]["max_slice_thickness_mm"],
-        max_targets_total=sel["max_targets_total"], max_targets_per_organ=sel["max_targets_per_organ"],
+        max_targets_total=sel["max_targets_total"],
+        max_targets_per_organ=sel["max_targets_per_organ"],
         cr_below_mm=resp["cr_node_short_axis_below_mm"],
         pr_decrease_percent=resp["pr_min_decrease_from_baseline_percent"],
         pd_increase_percent=resp["pd_min_increase_from_nadir_percent"],
@@ -64,7 +73,7 @@ def load_rules(path: Path = DATA_FILE) -> RecistRules:
 
 def tenths(mm: float) -> int:
     """Millimetres as an integer count of 0.1 mm (half away from zero), the precision sizes are kept at."""
-    return int(math.floor(abs(mm) * 10.0 + 0.5)) * (1 if mm >= 0 else -1)
+    return math.floor(abs(mm) * 10.0 + 0.5) * (1 if mm >= 0 else -1)
 
 
 def classify(short_axis_mm: float, rules: RecistRules) -> RecistClass:
@@ -76,7 +85,9 @@ def classify(short_axis_mm: float, rules: RecistRules) -> RecistClass:
     return "target"
 
 
-def select_targets(nodes: Sequence[tuple[int, float, float]], rules: RecistRules) -> tuple[list[int], list[int]]:
+def select_targets(
+    nodes: Sequence[tuple[int, float, float]], rules: RecistRules
+) -> tuple[list[int], list[int]]:
     """(targets, non-targets) from (node id, short axis mm, volume mL); all nodes are one organ.
 
     Targets are the largest measurable nodes by short axis (volume breaks ties), at most
@@ -90,6 +101,7 @@ def select_targets(nodes: Sequence[tuple[int, float, float]], rules: RecistRules
 
 
 # --- matching ---------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class NodeObs:
@@ -113,13 +125,17 @@ class Match:
 
 @dataclass(frozen=True)
 class MatchParams:
-    gate_mm: float = 15.0            # a node may move this much (plus half its long axis) after alignment
-    tie_margin_mm: float = 5.0       # candidates closer than this in distance are a tie on position
-    size_margin_mm: float = 3.0      # a tie is broken by size only when sizes differ by more than this
+    gate_mm: float = 15.0  # a node may move this much (plus half its long axis) after alignment
+    tie_margin_mm: float = 5.0  # candidates closer than this in distance are a tie on position
+    size_margin_mm: float = 3.0  # a tie is broken by size only when sizes differ by more than this
 
 
-def match_nodes(prev: Sequence[NodeObs], curr: Sequence[NodeObs], translation_mm: Sequence[float],
-                params: MatchParams | None = None) -> tuple[list[Match], list[int]]:
+def match_nodes(
+    prev: Sequence[NodeObs],
+    curr: Sequence[NodeObs],
+    translation_mm: Sequence[float],
+    params: MatchParams | None = None,
+) -> tuple[list[Match], list[int]]:
     """Match nodes of an earlier study to a later one by position (later centroid + translation = earlier
     frame), size breaking ties. Returns one Match per earlier node and the ids of unmatched later nodes
     (new nodes). A node whose candidates cannot be told apart is 'ambiguous' and its candidates are
@@ -131,12 +147,19 @@ def match_nodes(prev: Sequence[NodeObs], curr: Sequence[NodeObs], translation_mm
     choice: dict[int, Match] = {}
     for node in prev:
         gate = p.gate_mm + node.long_axis_mm / 2.0
-        dists = sorted((float(np.linalg.norm(cur_pos[c.node_id] - np.asarray(node.centroid_mm))), c.node_id)
-                       for c in curr)
+        dists = sorted(
+            (float(np.linalg.norm(cur_pos[c.node_id] - np.asarray(node.centroid_mm))), c.node_id)
+            for c in curr
+        )
         near = [(d, cid) for d, cid in dists if d <= gate]
         if not near:
-            choice[node.node_id] = Match(node.node_id, None, "not_found", None,
-                                         note_ja=f"対応する結節が {gate:.0f} mm 以内にありません")
+            choice[node.node_id] = Match(
+                node.node_id,
+                None,
+                "not_found",
+                None,
+                note_ja=f"対応する結節が {gate:.0f} mm 以内にありません",
+            )
             continue
         tied = [(d, cid) for d, cid in near if d - near[0][0] < p.tie_margin_mm]
         if len(tied) == 1:
@@ -144,13 +167,23 @@ def match_nodes(prev: Sequence[NodeObs], curr: Sequence[NodeObs], translation_mm
             continue
         by_size = sorted((abs(cur_by_id[cid].short_axis_mm - node.short_axis_mm), d, cid) for d, cid in tied)
         if by_size[1][0] - by_size[0][0] > p.size_margin_mm:
-            choice[node.node_id] = Match(node.node_id, by_size[0][2], "matched", round(by_size[0][1], 1),
-                                         candidates=tuple(cid for _, cid in tied),
-                                         note_ja="位置が近い候補が複数あり、大きさで対応付けました")
+            choice[node.node_id] = Match(
+                node.node_id,
+                by_size[0][2],
+                "matched",
+                round(by_size[0][1], 1),
+                candidates=tuple(cid for _, cid in tied),
+                note_ja="位置が近い候補が複数あり、大きさで対応付けました",
+            )
         else:
-            choice[node.node_id] = Match(node.node_id, None, "ambiguous", None,
-                                         candidates=tuple(cid for _, cid in tied),
-                                         note_ja="位置・大きさの近い候補が複数あり、対応付けできません")
+            choice[node.node_id] = Match(
+                node.node_id,
+                None,
+                "ambiguous",
+                None,
+                candidates=tuple(cid for _, cid in tied),
+                note_ja="位置・大きさの近い候補が複数あり、対応付けできません",
+            )
     # one later node claimed by two earlier nodes: position decides only with a clear margin
     claims: dict[int, list[int]] = {}
     for m in choice.values():
@@ -163,8 +196,14 @@ def match_nodes(prev: Sequence[NodeObs], curr: Sequence[NodeObs], translation_mm
         d0, d1 = choice[ranked[0]].distance_mm or 0.0, choice[ranked[1]].distance_mm or 0.0
         losers = ranked[1:] if d1 - d0 >= p.tie_margin_mm else ranked
         for o in losers:
-            choice[o] = Match(o, None, "ambiguous", None, candidates=(cid,),
-                              note_ja="同じ結節が複数の前回結節の候補になり、対応付けできません")
+            choice[o] = Match(
+                o,
+                None,
+                "ambiguous",
+                None,
+                candidates=(cid,),
+                note_ja="同じ結節が複数の前回結節の候補になり、対応付けできません",
+            )
     matched = {m.curr_id for m in choice.values() if m.curr_id is not None}
     uncertain = {cid for m in choice.values() if m.status == "ambiguous" for cid in m.candidates}
     new_ids = [c.node_id for c in curr if c.node_id not in matched and c.node_id not in uncertain]
@@ -172,6 +211,7 @@ def match_nodes(prev: Sequence[NodeObs], curr: Sequence[NodeObs], translation_mm
 
 
 # --- response ---------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Response:
@@ -199,9 +239,14 @@ def display_percent(exact: float, thresholds: Sequence[float]) -> float:
     return whole
 
 
-def timepoint_response(target_sizes_mm: Sequence[float | None], baseline_sum_mm: float, nadir_sum_mm: float,
-                       non_target_sizes_mm: Sequence[float | None], new_lesion: bool,
-                       rules: RecistRules) -> Response:
+def timepoint_response(
+    target_sizes_mm: Sequence[float | None],
+    baseline_sum_mm: float,
+    nadir_sum_mm: float,
+    non_target_sizes_mm: Sequence[float | None],
+    new_lesion: bool,
+    rules: RecistRules,
+) -> Response:
     """RECIST 1.1 response of one follow-up. ``None`` sizes are nodes that could not be assessed."""
     reasons: list[str] = []
     base_t, nadir_t = tenths(baseline_sum_mm), tenths(nadir_sum_mm)
@@ -224,10 +269,16 @@ def timepoint_response(target_sizes_mm: Sequence[float | None], baseline_sum_mm:
         pct_nadir = display_percent(exact_nadir, thresholds) if math.isfinite(exact_nadir) else None
         diff_nadir = (now_t - nadir_t) / 10.0
         rise = now_t - nadir_t
-        if rise * 100 >= rules.pd_increase_percent * nadir_t and rise >= tenths(rules.pd_absolute_mm) and rise > 0:
+        if (
+            rise * 100 >= rules.pd_increase_percent * nadir_t
+            and rise >= tenths(rules.pd_absolute_mm)
+            and rise > 0
+        ):
             target = "PD"
-            reasons.append(f"径和が最小値から {rules.pd_increase_percent:g}% 以上かつ "
-                           f"{rules.pd_absolute_mm:g} mm 以上増大")
+            reasons.append(
+                f"径和が最小値から {rules.pd_increase_percent:g}% 以上かつ "
+                f"{rules.pd_absolute_mm:g} mm 以上増大"
+            )
         elif all(s < tenths(rules.cr_below_mm) for s in sizes):
             target = "CR"
             reasons.append(f"すべての標的リンパ節が短径 {rules.cr_below_mm:g} mm 未満")
@@ -248,8 +299,19 @@ def timepoint_response(target_sizes_mm: Sequence[float | None], baseline_sum_mm:
     if new_lesion:
         reasons.append(f"新たな病的リンパ節（短径 {rules.new_node_min_mm:g} mm 以上）")
     overall = overall_response(target, non_target, new_lesion, rules)
-    return Response(sum_mm, baseline_sum_mm, nadir_sum_mm, pct_base, pct_nadir, diff_nadir, target, non_target,
-                    new_lesion, overall, reasons)
+    return Response(
+        sum_mm,
+        baseline_sum_mm,
+        nadir_sum_mm,
+        pct_base,
+        pct_nadir,
+        diff_nadir,
+        target,
+        non_target,
+        new_lesion,
+        overall,
+        reasons,
+    )
 
 
 def overall_response(target: str, non_target: str, new_lesion: bool, rules: RecistRules) -> str:

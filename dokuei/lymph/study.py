@@ -38,6 +38,7 @@ MASK_NAMES = ("nodes.nii.gz", "nodes.nii", "lymph_nodes.nii.gz", "nodes_seg.dcm"
 TS_NAMES = ("totalseg.nii.gz", "totalsegmentator.nii.gz", "segmentations.nii.gz")
 MaskSource = Literal["auto", "mask", "click", "model"]
 CoordinateSystem = Literal["voxel", "ras_mm", "lps_mm"]
+NodeSource = Literal["mask", "click", "model"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class NodeRecord:
     centroid_mm: tuple[float, float, float]
     location: Location
     recist_class: RecistClass
-    source: Literal["mask", "click", "model"]
+    source: NodeSource
     slice_z_mm: float
 
 
@@ -107,8 +108,11 @@ def open_study(path: Path, mask_path: Path | None = None) -> Study:
     ct_path = path
     if path.is_dir():
         named = [folder / n for n in CT_NAMES if (folder / n).exists()]
-        others = sorted(p for p in folder.glob("*.nii*")
-                        if p.name not in MASK_NAMES + TS_NAMES and p.name.endswith((".nii", ".nii.gz")))
+        others = sorted(
+            p
+            for p in folder.glob("*.nii*")
+            if p.name not in MASK_NAMES + TS_NAMES and p.name.endswith((".nii", ".nii.gz"))
+        )
         ct_path = named[0] if named else others[0] if len(others) == 1 else path
     ct = load_volume(ct_path)
     meta: dict[str, Any] = {}
@@ -138,23 +142,31 @@ def seed_to_voxel(seed: Seed, ct: Volume) -> tuple[int, int, int]:
     return int(r[0]), int(r[1]), int(r[2])
 
 
-def _mask_components(mask: np.ndarray) -> dict[int, np.ndarray]:
-    """label -> boolean mask; one label with separate blobs becomes one node per blob."""
+def _mask_components(mask: np.ndarray) -> dict[int, tuple[np.ndarray, tuple[int, int, int]]]:
+    """label -> (boolean crop, crop offset); one label with separate blobs becomes one node per blob."""
     from scipy import ndimage as ndi
 
-    values = [int(v) for v in np.unique(mask) if v]
+    labels = np.asarray(mask, dtype=np.int32)
+    values = [int(v) for v in np.unique(labels[labels > 0])]
     if len(values) == 1:
-        comps, n = ndi.label(mask > 0)
-        if n > 1:
-            return {i: comps == i for i in range(1, n + 1)}
-    return {v: mask == v for v in values}
+        labels, _ = ndi.label(labels > 0)
+    out = {}
+    for value, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is not None:
+            out[value] = (labels[box] == value, (box[0].start, box[1].start, box[2].start))
+    return out
 
 
-def measure_study(study: Study, seeds: list[Seed] | None = None, source: MaskSource = "auto",
-                  weights_root: Path | None = None, device: str = "cpu",
-                  rules: RecistRules | None = None, grow: GrowParams | None = None) -> StudyNodes:
+def measure_study(
+    study: Study,
+    seeds: list[Seed] | None = None,
+    source: MaskSource = "auto",
+    weights_root: Path | None = None,
+    device: str = "cpu",
+    rules: RecistRules | None = None,
+    grow: GrowParams | None = None,
+) -> StudyNodes:
     """Measure every node of a study from the chosen mask source."""
-    from scipy import ndimage as ndi
 
     rules = rules or load_rules()
     seeds = seeds or []
@@ -162,17 +174,18 @@ def measure_study(study: Study, seeds: list[Seed] | None = None, source: MaskSou
     warnings: list[str] = []
     sz = ct.spacing_mm[2]
     if sz > rules.max_slice_thickness_mm + 1e-6:
-        warnings.append(f"スライス間隔 {sz:.1f} mm は RECIST 1.1 の上限 {rules.max_slice_thickness_mm:g} mm を"
-                        "超えています。計測値の信頼性が下がります。")
-    crops: dict[int, tuple[np.ndarray, tuple[int, int, int], str]] = {}
+        warnings.append(
+            f"スライス間隔 {sz:.1f} mm は RECIST 1.1 の上限 {rules.max_slice_thickness_mm:g} mm を"
+            "超えています。計測値の信頼性が下がります。"
+        )
+    crops: dict[int, tuple[np.ndarray, tuple[int, int, int], NodeSource]] = {}
     use_mask = source in ("auto", "mask") and study.mask_path is not None
     if source == "mask" and study.mask_path is None:
         raise ToolInputError("リンパ節のマスクが指定されていません。", "mask_source=mask without a mask")
     if use_mask and study.mask_path is not None:
         mask = load_label_mask(study.mask_path, ct).array
-        for label, m in _mask_components(mask).items():
-            box = ndi.find_objects(m.astype(np.int8))[0]
-            crops[label] = (m[box], (box[0].start, box[1].start, box[2].start), "mask")
+        for label, (m, off) in _mask_components(mask).items():
+            crops[label] = (m, off, "mask")
     if source in ("auto", "click") and seeds:
         next_label = max(crops, default=0) + 1
         for seed in seeds:
@@ -190,9 +203,8 @@ def measure_study(study: Study, seeds: list[Seed] | None = None, source: MaskSou
         from dokuei.lymph.model_backend import segment_nodes
 
         model_mask = segment_nodes(ct, weights_root or Path("."), device)
-        for label, m in _mask_components(model_mask.astype(np.int32)).items():
-            box = ndi.find_objects(m.astype(np.int8))[0]
-            crops[label] = (m[box], (box[0].start, box[1].start, box[2].start), "model")
+        for label, (m, off) in _mask_components(model_mask.astype(np.int32)).items():
+            crops[label] = (m, off, "model")
     locator = Locator(ct, study.labels)
     node_meta = study.meta.get("nodes", {}) if isinstance(study.meta.get("nodes"), dict) else {}
     nodes: list[NodeRecord] = []
@@ -210,15 +222,34 @@ def measure_study(study: Study, seeds: list[Seed] | None = None, source: MaskSou
         if station and not info.get("name_ja"):
             name = f"{name}（#{station}）"
         z_mm = float((ct.affine @ np.array([0, 0, axes.slice_index, 1.0]))[2])
-        nodes.append(NodeRecord(label, name, station, axes, (float(centroid[0]), float(centroid[1]),
-                                float(centroid[2])), loc, classify(axes.short_axis_mm, rules), how, z_mm))
+        nodes.append(
+            NodeRecord(
+                label,
+                name,
+                station,
+                axes,
+                (float(centroid[0]), float(centroid[1]), float(centroid[2])),
+                loc,
+                classify(axes.short_axis_mm, rules),
+                how,
+                z_mm,
+            )
+        )
     if not nodes:
         raise ToolInputError("計測できるリンパ節がありません。", f"no node found in {study.path}")
     targets, non_targets = select_targets(
-        [(n.label, round(n.axes.short_axis_mm, 1), n.axes.volume_ml) for n in nodes], rules)
+        [(n.label, round(n.axes.short_axis_mm, 1), n.axes.volume_ml) for n in nodes], rules
+    )
     used = sorted({how for _, _, how in crops.values()})
-    return StudyNodes(study, nodes, targets, non_targets, "+".join(used), warnings,
-                      {lab: (m, off) for lab, (m, off, _) in crops.items()})
+    return StudyNodes(
+        study,
+        nodes,
+        targets,
+        non_targets,
+        "+".join(used),
+        warnings,
+        {lab: (m, off) for lab, (m, off, _) in crops.items()},
+    )
 
 
 def _contains(m: np.ndarray, off: tuple[int, int, int], ijk: tuple[int, int, int]) -> bool:
@@ -229,8 +260,14 @@ def _contains(m: np.ndarray, off: tuple[int, int, int], ijk: tuple[int, int, int
 def _shift_axes(axes: NodeAxes, off: tuple[int, int, int]) -> NodeAxes:
     from dataclasses import replace
 
-    def sh(pts: tuple[tuple[float, float], tuple[float, float]]) -> tuple[tuple[float, float], tuple[float, float]]:
+    def sh(
+        pts: tuple[tuple[float, float], tuple[float, float]],
+    ) -> tuple[tuple[float, float], tuple[float, float]]:
         return ((pts[0][0] + off[0], pts[0][1] + off[1]), (pts[1][0] + off[0], pts[1][1] + off[1]))
 
-    return replace(axes, slice_index=axes.slice_index + off[2], long_ends_ij=sh(axes.long_ends_ij),
-                   short_ends_ij=sh(axes.short_ends_ij))
+    return replace(
+        axes,
+        slice_index=axes.slice_index + off[2],
+        long_ends_ij=sh(axes.long_ends_ij),
+        short_ends_ij=sh(axes.short_ends_ij),
+    )

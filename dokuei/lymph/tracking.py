@@ -69,11 +69,24 @@ def follow(studies: list[StudyNodes], rules: RecistRules, params: MatchParams | 
     t_count = len(studies)
     tracks: list[Track] = []
     for node in base.nodes:
-        role: Role = ("target" if node.label in base.targets else
-                      "non_target" if node.label in base.non_targets else "normal")
-        tracks.append(Track(node.label, node.name_ja, role, 0, [node.label] + [None] * (t_count - 1),
-                            [round(node.axes.short_axis_mm, 1)] + [None] * (t_count - 1),
-                            ["baseline"] + ["absent"] * (t_count - 1)))
+        role: Role = (
+            "target"
+            if node.label in base.targets
+            else "non_target"
+            if node.label in base.non_targets
+            else "normal"
+        )
+        tracks.append(
+            Track(
+                node.label,
+                node.name_ja,
+                role,
+                0,
+                [node.label] + [None] * (t_count - 1),
+                [round(node.axes.short_axis_mm, 1)] + [None] * (t_count - 1),
+                ["baseline"] + ["absent"] * (t_count - 1),
+            )
+        )
     alignments: list[Alignment] = []
     ambiguities: list[Ambiguity] = []
     next_id = max((t.track_id for t in tracks), default=0) + 1
@@ -106,7 +119,9 @@ def follow(studies: list[StudyNodes], rules: RecistRules, params: MatchParams | 
             sizes[t], ids[t] = o.short_axis_mm, nid
             status = ["absent"] * t_count
             status[t] = "new"
-            tracks.append(Track(next_id, node.name_ja, "new" if pathological else "normal", t, ids, sizes, status))
+            tracks.append(
+                Track(next_id, node.name_ja, "new" if pathological else "normal", t, ids, sizes, status)
+            )
             next_id += 1
     responses = responses_over_time(tracks, t_count, rules)
     return Course(studies, tracks, alignments, responses, ambiguities)
@@ -122,8 +137,14 @@ def responses_over_time(tracks: list[Track], t_count: int, rules: RecistRules) -
     for t in range(1, t_count):
         nadir = min(sums)
         new_lesion = any(tr.role == "new" and 1 <= tr.first_timepoint <= t for tr in tracks)
-        resp = timepoint_response([tr.sizes_mm[t] for tr in targets], baseline_sum, nadir,
-                                  [tr.sizes_mm[t] for tr in non_targets], new_lesion, rules)
+        resp = timepoint_response(
+            [tr.sizes_mm[t] for tr in targets],
+            baseline_sum,
+            nadir,
+            [tr.sizes_mm[t] for tr in non_targets],
+            new_lesion,
+            rules,
+        )
         out.append(resp)
         if resp.sum_mm is not None:  # a timepoint that could not be summed never lowers the nadir
             sums.append(resp.sum_mm)

@@ -111,8 +111,12 @@ class Grid:
         for ax in range(3):
             lo = (node.center_mm[ax] - half[ax] - self.origin_mm[ax]) / self.spacing_mm[ax]
             hi = (node.center_mm[ax] + half[ax] - self.origin_mm[ax]) / self.spacing_mm[ax]
-            out.append(slice(max(int(np.floor(lo)) - margin_vox, 0),
-                             min(int(np.ceil(hi)) + margin_vox + 1, self.shape[ax])))
+            out.append(
+                slice(
+                    max(int(np.floor(lo)) - margin_vox, 0),
+                    min(int(np.ceil(hi)) + margin_vox + 1, self.shape[ax]),
+                )
+            )
         return out[0], out[1], out[2]
 
     def centres(self, box: tuple[slice, slice, slice], sub: int = 1) -> np.ndarray:
@@ -133,7 +137,9 @@ def node_mask(grid: Grid, node: EllipsoidNode) -> np.ndarray:
     return mask
 
 
-def node_fraction(grid: Grid, node: EllipsoidNode, sub: int = 3) -> tuple[tuple[slice, slice, slice], np.ndarray]:
+def node_fraction(
+    grid: Grid, node: EllipsoidNode, sub: int = 3
+) -> tuple[tuple[slice, slice, slice], np.ndarray]:
     """Partial-volume fraction of each voxel inside the node (sub³ samples per voxel), in its box."""
     box = grid.box(node)
     inside = node.inside(grid.centres(box, sub)).astype(np.float32)
@@ -142,11 +148,12 @@ def node_fraction(grid: Grid, node: EllipsoidNode, sub: int = 3) -> tuple[tuple[
     return box, frac
 
 
-def implant_node(ct: np.ndarray, grid: Grid, node: EllipsoidNode, noise_sd_hu: float,
-                 rng: np.random.Generator) -> np.ndarray:
-    """Blend a node into a CT array with partial volume and Gaussian noise inside its box; returns its mask."""
+def implant_node(
+    ct: np.ndarray, grid: Grid, node: EllipsoidNode, noise_sd_hu: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Blend a node into a CT array (partial volume, Gaussian noise inside its box); return its mask."""
     box, frac = node_fraction(grid, node)
-    region = ct[box].astype(np.float32)
+    region: np.ndarray = ct[box].astype(np.float32)
     region = region * (1.0 - frac) + node.hu * frac
     region += rng.normal(0.0, noise_sd_hu, region.shape).astype(np.float32) * (frac > 0)
     ct[box] = region
@@ -156,8 +163,16 @@ def implant_node(ct: np.ndarray, grid: Grid, node: EllipsoidNode, noise_sd_hu: f
 # --- the study pair --------------------------------------------------------------------------------
 
 #: TotalSegmentator 'total' label ids (totalsegmentator.map_to_binary.class_map["total"]).
-TS_LABELS = {"esophagus": 15, "trachea": 16, "aorta": 52, "vertebrae_T4": 40, "vertebrae_T5": 39,
-             "vertebrae_T6": 38, "vertebrae_T7": 37, "vertebrae_T3": 41}
+TS_LABELS = {
+    "esophagus": 15,
+    "trachea": 16,
+    "aorta": 52,
+    "vertebrae_T4": 40,
+    "vertebrae_T5": 39,
+    "vertebrae_T6": 38,
+    "vertebrae_T7": 37,
+    "vertebrae_T3": 41,
+}
 
 
 CARINA_Z_MM = 10.0  # anatomy frame: the trachea runs above this height
@@ -178,42 +193,86 @@ class PhantomStudy:
 def _pair_nodes() -> tuple[tuple[EllipsoidNode, ...], tuple[EllipsoidNode, ...]]:
     """Baseline and follow-up nodes (same anatomy frame): the right paratracheal node grows (PD by sum)."""
     base = (
-        EllipsoidNode((22.0, 8.0, 35.0), (12.0, 8.0, 10.0), yaw_deg=20, hu=45, name_ja="右気管傍リンパ節",
-                      station="4R"),
-        EllipsoidNode((0.0, -14.0, -12.0), (13.0, 9.0, 11.0), yaw_deg=-10, hu=45, name_ja="気管分岐下リンパ節",
-                      station="7"),
-        EllipsoidNode((-28.0, 20.0, 10.0), (9.0, 6.0, 8.0), yaw_deg=35, hu=45, name_ja="左傍大動脈リンパ節",
-                      station="5"),
-        EllipsoidNode((40.0, -25.0, -15.0), (8.0, 5.5, 7.0), yaw_deg=60, tilt_deg=15, hu=45,
-                      name_ja="右肺門リンパ節", station="10R"),
-        EllipsoidNode((-15.0, 35.0, 50.0), (5.0, 3.0, 4.0), yaw_deg=0, hu=45, name_ja="左気管傍リンパ節",
-                      station="4L"),
+        EllipsoidNode(
+            (22.0, 8.0, 35.0), (12.0, 8.0, 10.0), yaw_deg=20, hu=45, name_ja="右気管傍リンパ節", station="4R"
+        ),
+        EllipsoidNode(
+            (0.0, -14.0, -12.0),
+            (13.0, 9.0, 11.0),
+            yaw_deg=-10,
+            hu=45,
+            name_ja="気管分岐下リンパ節",
+            station="7",
+        ),
+        EllipsoidNode(
+            (-28.0, 20.0, 10.0), (9.0, 6.0, 8.0), yaw_deg=35, hu=45, name_ja="左傍大動脈リンパ節", station="5"
+        ),
+        EllipsoidNode(
+            (40.0, -25.0, -15.0),
+            (8.0, 5.5, 7.0),
+            yaw_deg=60,
+            tilt_deg=15,
+            hu=45,
+            name_ja="右肺門リンパ節",
+            station="10R",
+        ),
+        EllipsoidNode(
+            (-15.0, 35.0, 50.0), (5.0, 3.0, 4.0), yaw_deg=0, hu=45, name_ja="左気管傍リンパ節", station="4L"
+        ),
     )
     follow = (
         replace(base[0], center_mm=(23.0, 8.0, 36.0), semi_axes_mm=(15.0, 12.0, 12.0)),  # grows 16 -> 24
-        replace(base[1], semi_axes_mm=(12.5, 8.5, 10.5)),                                    # 18 -> 17
-        replace(base[2], semi_axes_mm=(7.0, 4.0, 6.0)),                                      # 12 -> 8: normal
-        base[3],                                                                             # 11 -> 11
-        base[4],                                                                             # 6 -> 6
+        replace(base[1], semi_axes_mm=(12.5, 8.5, 10.5)),  # 18 -> 17
+        replace(base[2], semi_axes_mm=(7.0, 4.0, 6.0)),  # 12 -> 8: normal
+        base[3],  # 11 -> 11
+        base[4],  # 6 -> 6
     )
     return base, follow
 
 
-def pair_studies(shape: tuple[int, int, int] = (320, 256, 64),
-                 spacing_mm: Vec3 = (0.8, 0.8, 2.5)) -> tuple[PhantomStudy, PhantomStudy]:
+def pair_studies(
+    shape: tuple[int, int, int] = (320, 256, 64), spacing_mm: Vec3 = (0.8, 0.8, 2.5)
+) -> tuple[PhantomStudy, PhantomStudy]:
     """The demo pair: baseline 2025-01-15, follow-up 2025-04-16 shifted 6/-4/12.5 mm with relabelled nodes."""
     origin = tuple(-(n - 1) * s / 2.0 for n, s in zip(shape, spacing_mm, strict=True))
     base_nodes, follow_nodes = _pair_nodes()
-    baseline = PhantomStudy(Grid(shape, spacing_mm, (origin[0], origin[1], origin[2])), "2025-01-15",
-                            base_nodes, seed=1, label_order=(1, 2, 3, 4, 5))
-    followup = PhantomStudy(Grid(shape, spacing_mm, (origin[0], origin[1], origin[2] + 10.0)), "2025-04-16",
-                            follow_nodes, shift_mm=(6.0, -4.0, 12.5), seed=2, label_order=(3, 5, 1, 2, 4))
+    baseline = PhantomStudy(
+        Grid(shape, spacing_mm, (origin[0], origin[1], origin[2])),
+        "2025-01-15",
+        base_nodes,
+        seed=1,
+        label_order=(1, 2, 3, 4, 5),
+    )
+    followup = PhantomStudy(
+        Grid(shape, spacing_mm, (origin[0], origin[1], origin[2] + 10.0)),
+        "2025-04-16",
+        follow_nodes,
+        shift_mm=(6.0, -4.0, 12.5),
+        seed=2,
+        label_order=(3, 5, 1, 2, 4),
+    )
     return baseline, followup
 
 
-def many_nodes_study(n_nodes: int = 20, shape: tuple[int, int, int] = (400, 320, 120),
-                     spacing_mm: Vec3 = (0.8, 0.8, 2.5), seed: int = 7) -> PhantomStudy:
-    """A study with ``n_nodes`` non-overlapping nodes of random size and orientation (for the bench)."""
+#: the phantom's axial anatomy (anatomy frame, mm): soft-tissue cylinders (x, y, radius) in mediastinal fat
+CYLINDERS = ((0.0, 10.0, 9.0), (-25.0, -5.0, 13.0), (-6.0, -2.0, 6.0), (0.0, -55.0, 18.0))
+
+
+def _in_fat(x: float, y: float, clearance_mm: float) -> bool:
+    """Whether a disc of radius ``clearance_mm`` at (x, y) lies in fat, clear of every structure."""
+    if any(np.hypot(x - cx, y - cy) < r + clearance_mm for cx, cy, r in CYLINDERS):
+        return False
+    # inside the inner muscle boundary (ellipse 108 × 83 mm centred at y = -10), with the clearance
+    return bool((x / (108.0 - clearance_mm)) ** 2 + ((y + 10.0) / (83.0 - clearance_mm)) ** 2 <= 1.0)
+
+
+def many_nodes_study(
+    n_nodes: int = 20,
+    shape: tuple[int, int, int] = (400, 320, 120),
+    spacing_mm: Vec3 = (0.8, 0.8, 2.5),
+    seed: int = 7,
+) -> PhantomStudy:
+    """A study with ``n_nodes`` separate nodes of random size and orientation in fat (for the bench)."""
     rng = np.random.default_rng(seed)
     origin = tuple(-(n - 1) * s / 2.0 for n, s in zip(shape, spacing_mm, strict=True))
     nodes: list[EllipsoidNode] = []
@@ -223,10 +282,17 @@ def many_nodes_study(n_nodes: int = 20, shape: tuple[int, int, int] = (400, 320,
         if any(np.linalg.norm(np.subtract(c, n.center_mm)) < 35.0 for n in nodes):
             continue
         b = float(rng.uniform(3.0, 11.0))
-        nodes.append(EllipsoidNode(c, (b * float(rng.uniform(1.1, 1.8)), b, b * 1.2),
-                                   yaw_deg=float(rng.uniform(0, 180)), hu=45.0))
-    return PhantomStudy(Grid(shape, spacing_mm, (origin[0], origin[1], origin[2])), "2025-01-15",
-                        tuple(nodes), seed=seed, label_order=tuple(range(1, n_nodes + 1)))
+        a = b * float(rng.uniform(1.1, 1.8))
+        if not _in_fat(c[0], c[1], a + 3.0):
+            continue
+        nodes.append(EllipsoidNode(c, (a, b, b * 1.2), yaw_deg=float(rng.uniform(0, 180)), hu=45.0))
+    return PhantomStudy(
+        Grid(shape, spacing_mm, (origin[0], origin[1], origin[2])),
+        "2025-01-15",
+        tuple(nodes),
+        seed=seed,
+        label_order=tuple(range(1, n_nodes + 1)),
+    )
 
 
 def render(study: PhantomStudy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -266,8 +332,10 @@ def render(study: PhantomStudy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         level = int(np.clip((60.0 - zk) // 25.0, 0, len(vertebrae) - 1))
         ts[:, :, k][spine] = TS_LABELS[vertebrae[level]]
     mask = np.zeros(grid.shape, dtype=np.int16)
-    shifted = [replace(n, center_mm=(n.center_mm[0] + sx, n.center_mm[1] + sy, n.center_mm[2] + sz))
-               for n in study.nodes]
+    shifted = [
+        replace(n, center_mm=(n.center_mm[0] + sx, n.center_mm[1] + sy, n.center_mm[2] + sz))
+        for n in study.nodes
+    ]
     order = study.label_order or tuple(range(1, len(shifted) + 1))
     for node, label in zip(shifted, order, strict=True):
         mask[implant_node(ct, grid, node, 0.0, rng)] = label
@@ -284,11 +352,17 @@ def ground_truth(study: PhantomStudy) -> dict[str, object]:
         c = tuple(float(v + s) for v, s in zip(node.center_mm, study.shift_mm, strict=True))
         shifted = replace(node, center_mm=(c[0], c[1], c[2]))
         long_mm, short_mm = shifted.best_slice_axes_mm(z)
-        out[str(label)] = {"name_ja": node.name_ja, "station": node.station, "center_ras_mm": list(c),
-                           "long_axis_mm": round(long_mm, 2), "short_axis_mm": round(short_mm, 2),
-                           "central_long_axis_mm": round(shifted.central_axes_mm()[0], 2),
-                           "central_short_axis_mm": round(shifted.central_axes_mm()[1], 2),
-                           "volume_ml": round(node.volume_ml(), 3), "node": asdict(node)}
+        out[str(label)] = {
+            "name_ja": node.name_ja,
+            "station": node.station,
+            "center_ras_mm": list(c),
+            "long_axis_mm": round(long_mm, 2),
+            "short_axis_mm": round(short_mm, 2),
+            "central_long_axis_mm": round(shifted.central_axes_mm()[0], 2),
+            "central_short_axis_mm": round(shifted.central_axes_mm()[1], 2),
+            "volume_ml": round(node.volume_ml(), 3),
+            "node": asdict(node),
+        }
     return out
 
 
@@ -302,12 +376,19 @@ def write_study(study: PhantomStudy, folder: Path, with_names: bool = False) -> 
     nib.save(nib.Nifti1Image(ct, aff), str(folder / "ct.nii.gz"))
     nib.save(nib.Nifti1Image(mask, aff), str(folder / "nodes.nii.gz"))
     nib.save(nib.Nifti1Image(ts, aff), str(folder / "totalseg.nii.gz"))
-    meta: dict[str, object] = {"study_date": study.study_date, "modality": "CT",
-                               "description_ja": study.description_ja, "synthetic": True}
+    meta: dict[str, object] = {
+        "study_date": study.study_date,
+        "modality": "CT",
+        "description_ja": study.description_ja,
+        "synthetic": True,
+    }
     order = study.label_order or tuple(range(1, len(study.nodes) + 1))
     if with_names:
-        meta["nodes"] = {str(label): {"station": n.station} for n, label in zip(study.nodes, order, strict=True)
-                         if n.station}
+        meta["nodes"] = {
+            str(label): {"station": n.station}
+            for n, label in zip(study.nodes, order, strict=True)
+            if n.station
+        }
     (folder / "study.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1))
     (folder / "ground_truth.json").write_text(json.dumps(ground_truth(study), ensure_ascii=False, indent=1))
     return folder
@@ -315,8 +396,10 @@ def write_study(study: PhantomStudy, folder: Path, with_names: bool = False) -> 
 
 def write_pair(outdir: Path, **grid_kwargs: object) -> tuple[Path, Path]:
     baseline, followup = pair_studies(**grid_kwargs)  # type: ignore[arg-type]
-    return (write_study(baseline, outdir / "baseline", with_names=True),
-            write_study(followup, outdir / "followup", with_names=True))
+    return (
+        write_study(baseline, outdir / "baseline", with_names=True),
+        write_study(followup, outdir / "followup", with_names=True),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
