@@ -24,6 +24,8 @@ BUILTIN_TOOLS: dict[str, str] = {
     "analyze_ecg": "dokuei.tools.analyze_ecg:AnalyzeEcg",
     "classify_chest_xray": "dokuei.tools.classify_chest_xray:ClassifyChestXray",
     "advise_cardiology": "dokuei.tools.advise_cardiology:AdviseCardiology",
+    "measure_lymph_nodes": "dokuei.tools.measure_lymph_nodes:MeasureLymphNodes",
+    "assess_recist_response": "dokuei.tools.assess_recist_response:AssessRecistResponse",
 }
 
 
