@@ -21,7 +21,7 @@ UNIT_SUFFIXES = ("_mm", "_mm2", "_mm3", "_cm", "_cm2", "_ml", "_l", "_m2", "_cm2
                  "_deg", "_percent", "_kg", "_kg_m2", "_g_dl", "_mg_dl", "_years", "_hz", "_mv", "_uv", "_px",
                  "_gib", "_mb", "_pct", "_per_min", "_per_hour", "_days", "_mmhg")
 DIMENSIONLESS = re.compile(r"(^n_|^num_|count|index|^idx|score|prob|threshold|ratio|fraction|rank|^k$|top_k|seed|label|"
-                           r"^slice|_slice$|^id$|_id$|version|^z$|^i$|^j$|^value|level|grade|weight$|^row|^lead|"
+                           r"^slice|_slice$|^id$|_id$|_ids$|timepoint|version|^z$|^i$|^j$|^value|level|grade|weight$|^row|^lead|"
                            r"^rows|^cols|^channels|dice|^rr_|^page|^limit|^n$|^beats?)")
 VERBS = ("judge", "segment", "measure", "analyze", "classify", "search", "assess", "advise", "draft", "detect",
          "compare", "summarize", "find", "estimate", "list", "check", "compute", "read")
