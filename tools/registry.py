@@ -21,6 +21,8 @@ ENTRY_POINT_GROUP = "dokuei.tools"
 #: name -> "module:Class". Adding a tool = one line here + its file + its test.
 BUILTIN_TOOLS: dict[str, str] = {
     "judge_checkup": "dokuei.tools.judge_checkup:JudgeCheckup",
+    "segment_ct": "dokuei.tools.segment_ct:SegmentCt",
+    "measure_body_composition": "dokuei.tools.measure_body_composition:MeasureBodyComposition",
 }
 
 

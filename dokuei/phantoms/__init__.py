@@ -1,0 +1,1 @@
+"""Synthetic phantoms with known geometry, for exact tests and the demo."""
