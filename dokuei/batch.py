@@ -33,8 +33,9 @@ def find_studies(study_dir: Path) -> list[Path]:
     for p in sorted(study_dir.iterdir()):
         if p.name.startswith(".") or p.name == "patients.csv":
             continue
-        if (p.is_dir() and is_ct_study(p)) or (p.is_file() and (
-                is_nifti(p) or zipfile.is_zipfile(p) or dicom.is_dicom_file(p))):
+        if (p.is_dir() and is_ct_study(p)) or (
+            p.is_file() and (is_nifti(p) or zipfile.is_zipfile(p) or dicom.is_dicom_file(p))
+        ):
             studies.append(p)
     return studies
 
@@ -44,7 +45,9 @@ def _patients(study_dir: Path) -> dict[str, dict[str, Any]]:
     if not table.exists():
         return {}
     with table.open(newline="", encoding="utf-8") as fh:
-        return {row["study"]: {k: v for k, v in row.items() if k != "study" and v} for row in csv.DictReader(fh)}
+        return {
+            row["study"]: {k: v for k, v in row.items() if k != "study" and v} for row in csv.DictReader(fh)
+        }
 
 
 def _patient_for(study: Path, table: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -72,8 +75,19 @@ def _row(study: Path, results: dict[str, Any]) -> dict[str, Any]:
                 row[f"{s['name']}_mean_hu"] = s["mean_hu"]
     if bc.ok and bc.output:
         out = bc.output
-        for key in ("l3_slice_index", "sma_cm2", "smi_cm2_per_m2", "muscle_mean_hu", "psoas_area_cm2",
-                    "pmi_cm2_per_m2", "vfa_cm2", "sfa_cm2", "sex", "age_years", "height_cm"):
+        for key in (
+            "l3_slice_index",
+            "sma_cm2",
+            "smi_cm2_per_m2",
+            "muscle_mean_hu",
+            "psoas_area_cm2",
+            "pmi_cm2_per_m2",
+            "vfa_cm2",
+            "sfa_cm2",
+            "sex",
+            "age_years",
+            "height_cm",
+        ):
             row[key] = out.get(key)
         for j in out["judgements"]:
             row[f"{j['criterion_id']}_result"] = j["result"]
@@ -99,8 +113,14 @@ def _write_table(rows: list[dict[str, Any]], out: Path) -> None:
         writer.writerows(rows)
 
 
-def run_ct_batch(study_dir: Path, out: Path, *, resume: bool = True, settings: Settings | None = None,
-                 write_overlays: bool = True) -> Path:
+def run_ct_batch(
+    study_dir: Path,
+    out: Path,
+    *,
+    resume: bool = True,
+    settings: Settings | None = None,
+    write_overlays: bool = True,
+) -> Path:
     """Measure every study under ``study_dir``; returns ``out`` (CSV or Parquet by its suffix)."""
     from tqdm import tqdm
 
@@ -127,8 +147,13 @@ def run_ct_batch(study_dir: Path, out: Path, *, resume: bool = True, settings: S
         for study in tqdm(todo, desc="CT studies", unit="study"):
             results = {
                 "segment_ct": seg_tool({"study_path": str(study), "write_overlay": write_overlays}),
-                "measure_body_composition": bc_tool({"study_path": str(study), "write_overlay": write_overlays,
-                                                     **_patient_for(study, patients)}),
+                "measure_body_composition": bc_tool(
+                    {
+                        "study_path": str(study),
+                        "write_overlay": write_overlays,
+                        **_patient_for(study, patients),
+                    }
+                ),
             }
             row = _row(study, results)
             rows[study.name] = row
@@ -139,7 +164,7 @@ def run_ct_batch(study_dir: Path, out: Path, *, resume: bool = True, settings: S
     return out
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add ``batch ct DIR --out FILE [--no-resume]`` to the ``dokuei`` command."""
     batch = subparsers.add_parser("batch", help="run tools over many studies")
     kinds = batch.add_subparsers(dest="batch_kind", required=True)

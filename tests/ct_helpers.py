@@ -1,10 +1,11 @@
-"""Shared fixtures and builders for the CT tests (imported by test_volume, test_segment_ct, test_body_composition).
+"""Shared fixtures and builders for the CT tests (test_volume, test_segment_ct, test_body_composition).
 
 Data origins:
 - the phantom (dokuei.phantoms.ct): synthetic, analytic truth, no licence restriction;
 - CT_small.dcm and MR_small.dcm: pydicom's test files (pydicom is MIT; the images are the public
   "CompressedSamples" DICOM test images shipped with pydicom);
-- 693_UNCI.dcm: pydicom-data 1.0.0 (MIT package; a 512² head CT slice from the public CQ500 set, CC BY-NC-SA 4.0);
+- 693_UNCI.dcm: pydicom-data 1.0.0 (MIT package; a 512² head CT slice from the public CQ500 set,
+  CC BY-NC-SA 4.0);
 - ct_brain_atlas_1mm.nii.gz: shipped inside TotalSegmentator 2.18.0 (Apache-2.0).
 """
 
@@ -16,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from dokuei.settings import Settings
@@ -25,9 +25,13 @@ from dokuei.testdata import pydicom_file
 
 @pytest.fixture(scope="session", name="phantom_study")
 def phantom_study_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Written once per session: each test module imports this fixture, so the folder is shared by path."""
     from dokuei.phantoms.ct import write_study
 
-    return write_study(tmp_path_factory.mktemp("phantom") / "study")
+    study = tmp_path_factory.getbasetemp() / "ct_phantom" / "study"
+    if not (study / "truth.json").exists():
+        write_study(study)
+    return study
 
 
 @pytest.fixture(scope="session", name="truth")
@@ -43,7 +47,17 @@ def ct_settings_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     monkeypatch.setenv("TOTALSEG_HOME_DIR", str(tmp_path / "totalseg_home"))
     monkeypatch.setenv("TOTALSEG_WEIGHTS_PATH", str(tmp_path / "totalseg_weights"))
     monkeypatch.delenv("DOKUEI_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv(
+        "DOKUEI_DEVICE", "cpu"
+    )  # resolving "auto" would import torch: slow, and not needed here
     yield Settings.load(home=tmp_path / "home")
+
+
+def output(result: Any) -> dict[str, Any]:
+    """A tool result's output, asserted present (a failed result shows its Japanese reason)."""
+    assert result.output is not None, result.summary_ja
+    out: dict[str, Any] = result.output
+    return out
 
 
 def ct_small() -> Any:
@@ -52,11 +66,19 @@ def ct_small() -> Any:
     return pydicom.dcmread(pydicom_file("CT_small.dcm"))
 
 
-def write_series(folder: Path, n: int = 6, dz: float = 2.5, *, template: Any | None = None,
-                 series_uid: str = "1.2.826.0.1.3680043.8.498.1", series_number: int = 2,
-                 z_positions: list[float] | None = None, y_shift_per_slice: float = 0.0,
-                 modify: Any = None) -> list[Path]:
-    """Copy a real DICOM slice into an n-slice series with new positions and UIDs (a real header, real pixels)."""
+def write_series(
+    folder: Path,
+    n: int = 6,
+    dz: float = 2.5,
+    *,
+    template: Any | None = None,
+    series_uid: str = "1.2.826.0.1.3680043.8.498.1",
+    series_number: int = 2,
+    z_positions: list[float] | None = None,
+    y_shift_per_slice: float = 0.0,
+    modify: Any = None,
+) -> list[Path]:
+    """Copy a real DICOM slice into an n-slice series with new positions and UIDs (real header and pixels)."""
     import pydicom
 
     base = template if template is not None else ct_small()

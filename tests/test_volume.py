@@ -106,10 +106,20 @@ def test_mixed_folder_prefers_thin_full_coverage_series_and_ignores_scout_and_mr
     folder = tmp_path / "mixed"
     write_series(folder, 4, 10.0, series_uid="1.2.3.4.10", series_number=3)  # thick, same coverage
     write_series(folder, 13, 2.5, series_uid="1.2.3.4.25", series_number=4)  # thin
-    write_series(folder, 1, series_uid="1.2.3.4.99", series_number=1,
-                 modify=lambda ds, k: setattr(ds, "ImageType", ["ORIGINAL", "PRIMARY", "LOCALIZER"]))
-    write_series(folder, 3, template=pydicom.dcmread(pydicom_file("MR_small.dcm")), series_uid="1.2.3.4.77",
-                 series_number=9)
+    write_series(
+        folder,
+        1,
+        series_uid="1.2.3.4.99",
+        series_number=1,
+        modify=lambda ds, k: setattr(ds, "ImageType", ["ORIGINAL", "PRIMARY", "LOCALIZER"]),
+    )
+    write_series(
+        folder,
+        3,
+        template=pydicom.dcmread(pydicom_file("MR_small.dcm")),
+        series_uid="1.2.3.4.77",
+        series_number=9,
+    )
     vol = load_volume(folder)
     assert vol.shape[2] == 13 and vol.spacing_mm[2] == pytest.approx(2.5)
     note = vol.notes_ja[0]
@@ -134,8 +144,13 @@ def test_one_series_mixing_matrix_sizes_is_refused(tmp_path: Path) -> None:
 
 def test_two_phases_at_the_same_positions_are_refused(tmp_path: Path) -> None:
     write_series(tmp_path / "s", 4)
-    write_series(tmp_path / "s2", 4, series_uid="1.2.826.0.1.3680043.8.498.1", series_number=2,
-                 modify=lambda ds, k: setattr(ds, "SOPInstanceUID", f"9.9.{k}"))
+    write_series(
+        tmp_path / "s2",
+        4,
+        series_uid="1.2.826.0.1.3680043.8.498.1",
+        series_number=2,
+        modify=lambda ds, k: setattr(ds, "SOPInstanceUID", f"9.9.{k}"),
+    )
     for p in (tmp_path / "s2").iterdir():
         shutil.move(p, tmp_path / "s" / f"phase2_{p.name}")
     with pytest.raises(ToolInputError, match="同じ位置"):
@@ -175,7 +190,7 @@ def test_gantry_tilt_is_corrected(tmp_path: Path) -> None:
     def block(ds: Any, k: int) -> None:
         pixels = np.full((128, 128), 0, dtype=np.int16)
         row = 60 - round(k * step_y / spacing)  # the block is fixed in space; the slice moved by +y
-        pixels[row:row + 10, 50:60] = 2000
+        pixels[row : row + 10, 50:60] = 2000
         ds.PixelData = pixels.tobytes()
 
     write_series(tmp_path / "s", 6, y_shift_per_slice=step_y, modify=block)

@@ -69,26 +69,41 @@ class BodyComposition:
 
 def find_l3(total: Segmentation) -> tuple[int, int]:
     """(slice index through the L3 centroid, number of slices the L3 label spans)."""
-    mask = total.mask("vertebrae_L3")
-    per_slice = mask.sum(axis=(0, 1))
+    ids = [i for i, n in total.names.items() if n == "vertebrae_L3"]
+    per_slice = np.zeros(total.labels.shape[2], dtype=np.int64)
+    for i in ids:
+        per_slice += (total.labels == i).sum(axis=(0, 1))
     slices = np.flatnonzero(per_slice)
     if slices.size == 0:
-        raise ToolInputError("L3 椎体が見つかりません（撮像範囲外か、椎体のセグメンテーションがありません）。",
-                             "no vertebrae_L3 voxels")
+        raise ToolInputError(
+            "L3 椎体が見つかりません（撮像範囲外か、椎体のセグメンテーションがありません）。",
+            "no vertebrae_L3 voxels",
+        )
     centroid = float(np.sum(np.arange(per_slice.size) * per_slice) / per_slice.sum())
-    return int(round(centroid)), int(slices.size)
+    return round(centroid), int(slices.size)
 
 
-def _area(mask2d: np.ndarray, ct2d: np.ndarray | None, hu_range: list[float] | None, pixel_cm2: float) -> float:
+def _area(
+    mask2d: np.ndarray, ct2d: np.ndarray | None, hu_range: list[float] | None, pixel_cm2: float
+) -> float:
     m = mask2d if hu_range is None or ct2d is None else mask2d & (ct2d >= hu_range[0]) & (ct2d <= hu_range[1])
     return round(float(m.sum()) * pixel_cm2, 2)
 
 
-def measure(ct: Volume, segs: dict[str, Segmentation], *, sex: str | None, height_cm: float | None,
-            weight_kg: float | None, age_years: int | None) -> BodyComposition:
+def measure(
+    ct: Volume,
+    segs: dict[str, Segmentation],
+    *,
+    sex: str | None,
+    height_cm: float | None,
+    weight_kg: float | None,
+    age_years: int | None,
+) -> BodyComposition:
     if "total" not in segs:
-        raise ToolInputError("L3 の位置を決めるには TotalSegmentator の total タスク（椎体ラベル）が必要です。",
-                             f"tasks present: {sorted(segs)}")
+        raise ToolInputError(
+            "L3 の位置を決めるには TotalSegmentator の total タスク（椎体ラベル）が必要です。",
+            f"tasks present: {sorted(segs)}",
+        )
     k, n_l3 = find_l3(segs["total"])
     z_mm = float((ct.affine @ np.array([0, 0, k, 1.0]))[2])
     result = BodyComposition(l3_slice_index=k, l3_z_mm=round(z_mm, 1), l3_slices_in_label=n_l3)
@@ -102,7 +117,10 @@ def measure(ct: Volume, segs: dict[str, Segmentation], *, sex: str | None, heigh
 
     muscle: np.ndarray | None = None
     if "tissue_types" in segs:
-        muscle, result.muscle_source = segs["tissue_types"].mask("skeletal_muscle")[:, :, k], "tissue_types:skeletal_muscle"
+        muscle, result.muscle_source = (
+            segs["tissue_types"].slice_mask(k, "skeletal_muscle"),
+            "tissue_types:skeletal_muscle",
+        )
     elif "abdominal_muscles" in segs:
         am = segs["abdominal_muscles"]
         muscle, result.muscle_source = am.labels[:, :, k] > 0, "abdominal_muscles:all"
@@ -113,34 +131,37 @@ def measure(ct: Volume, segs: dict[str, Segmentation], *, sex: str | None, heigh
             result.muscle_hu_mean = round(float(hu2d[muscle_in_range].mean()), 1)
         result.masks["muscle"] = muscle_in_range
     else:
-        result.missing_ja.append("全骨格筋のラベル（tissue_types または abdominal_muscles）がないため、"
-                                 "骨格筋面積（SMA）と SMI は計算できません。")
+        result.missing_ja.append(
+            "全骨格筋のラベル（tissue_types または abdominal_muscles）がないため、"
+            "骨格筋面積（SMA）と SMI は計算できません。"
+        )
 
     psoas: np.ndarray | None = None
     if "abdominal_muscles" in segs:
-        psoas = segs["abdominal_muscles"].mask("psoas_major_left", "psoas_major_right")[:, :, k]
+        psoas = segs["abdominal_muscles"].slice_mask(k, "psoas_major_left", "psoas_major_right")
         result.psoas_source = "abdominal_muscles:psoas_major"
     elif "total" in segs:
-        psoas = segs["total"].mask("iliopsoas_left", "iliopsoas_right")[:, :, k]
+        psoas = segs["total"].slice_mask(k, "iliopsoas_left", "iliopsoas_right")
         result.psoas_source = "total:iliopsoas（L3 では大腰筋に相当）"
     if psoas is not None and psoas.any():
         result.psoas_area_cm2 = _area(psoas, None, None, px)
         result.masks["psoas"] = psoas
-    paraspinal = segs["total"].mask("autochthon_left", "autochthon_right")[:, :, k]
+    paraspinal = segs["total"].slice_mask(k, "autochthon_left", "autochthon_right")
     if paraspinal.any():
         result.paraspinal_area_cm2 = _area(paraspinal, hu2d, muscle_hu, px)
 
     if "tissue_types" in segs:
         tt = segs["tissue_types"]
-        sat = tt.mask("subcutaneous_fat")[:, :, k] & (hu2d >= fat_hu[0]) & (hu2d <= fat_hu[1])
-        vat = tt.mask("torso_fat")[:, :, k] & (hu2d >= fat_hu[0]) & (hu2d <= fat_hu[1])
+        sat = tt.slice_mask(k, "subcutaneous_fat") & (hu2d >= fat_hu[0]) & (hu2d <= fat_hu[1])
+        vat = tt.slice_mask(k, "torso_fat") & (hu2d >= fat_hu[0]) & (hu2d <= fat_hu[1])
         result.sfa_cm2, result.vfa_cm2 = round(float(sat.sum()) * px, 2), round(float(vat.sum()) * px, 2)
         result.masks["sat"], result.masks["vat"] = sat, vat
         result.fat_source = "tissue_types"
         result.context_ja.append(c["context"]["visceral_fat"]["text_ja"])
     else:
-        result.missing_ja.append("脂肪のラベル（tissue_types、ライセンスが必要）がないため、"
-                                 "皮下・内臓脂肪面積は計算できません。")
+        result.missing_ja.append(
+            "脂肪のラベル（tissue_types、ライセンスが必要）がないため、皮下・内臓脂肪面積は計算できません。"
+        )
 
     height_m2 = (height_cm / 100.0) ** 2 if height_cm else None
     if height_m2 is None:
@@ -175,7 +196,8 @@ def _judge(bc: BodyComposition, sex: str | None) -> list[Judgement]:
             else:
                 for rule in crit["cutoff_by_bmi"]:
                     if ("bmi_below" in rule and bc.bmi_kg_per_m2 < rule["bmi_below"]) or (
-                            "bmi_at_or_above" in rule and bc.bmi_kg_per_m2 >= rule["bmi_at_or_above"]):
+                        "bmi_at_or_above" in rule and bc.bmi_kg_per_m2 >= rule["bmi_at_or_above"]
+                    ):
                         cutoff = rule["cutoff"]
         if value is None:
             reason = reason or "値を計算できない"
@@ -185,8 +207,19 @@ def _judge(bc: BodyComposition, sex: str | None) -> list[Judgement]:
             result, result_ja = "below", crit["below_ja"]
         else:
             result, result_ja = "at_or_above", crit["at_or_above_ja"]
-        out.append(Judgement(crit["id"], crit["label_ja"], value, crit["unit"], cutoff, result, result_ja,
-                             crit["source_id"], c["sources"][crit["source_id"]]))
+        out.append(
+            Judgement(
+                crit["id"],
+                crit["label_ja"],
+                value,
+                crit["unit"],
+                cutoff,
+                result,
+                result_ja,
+                crit["source_id"],
+                c["sources"][crit["source_id"]],
+            )
+        )
     return out
 
 

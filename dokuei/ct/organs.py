@@ -28,14 +28,14 @@ class StructureStats:
 
 def structure_stats(ct: Volume, seg: Segmentation, names: list[str] | None = None) -> list[StructureStats]:
     """Statistics for every label of ``seg`` (or only ``names``), absent ones included."""
-    labels = seg.labels.ravel()
-    n_bins = max(seg.names, default=0) + 1
-    if labels.size and int(labels.max()) >= n_bins:
-        n_bins = int(labels.max()) + 1
-    hu = ct.array.ravel().astype(np.float64)
-    counts = np.bincount(labels, minlength=n_bins)
-    sums = np.bincount(labels, weights=hu, minlength=n_bins)
-    squares = np.bincount(labels, weights=hu * hu, minlength=n_bins)
+    labels = seg.labels.ravel(order="F")  # volumes are stored i-fastest: no copy
+    n_bins = max(max(seg.names, default=0), int(labels.max()) if labels.size else 0) + 1
+    inside = np.flatnonzero(labels)  # statistics over labelled voxels only (a fraction of the volume)
+    lab = labels[inside]
+    hu = ct.array.ravel(order="F")[inside].astype(np.float64)
+    counts = np.bincount(lab, minlength=n_bins)
+    sums = np.bincount(lab, weights=hu, minlength=n_bins)
+    squares = np.bincount(lab, weights=hu * hu, minlength=n_bins)
     edge = np.zeros(n_bins, dtype=bool)
     for k in (0, seg.labels.shape[2] - 1):
         edge[np.unique(seg.labels[:, :, k])] = True
@@ -49,7 +49,17 @@ def structure_stats(ct: Volume, seg: Segmentation, names: list[str] | None = Non
         present = volume >= MIN_PRESENT_ML
         mean = float(sums[label_id] / n) if n else None
         sd = float(np.sqrt(max(squares[label_id] / n - (mean or 0.0) ** 2, 0.0))) if n else None
-        stats.append(StructureStats(name, name_ja(name), label_id, present, n, round(volume, 1),
-                                    None if mean is None else round(mean, 1),
-                                    None if sd is None else round(sd, 1), bool(edge[label_id]) and present))
+        stats.append(
+            StructureStats(
+                name,
+                name_ja(name),
+                label_id,
+                present,
+                n,
+                round(volume, 1),
+                None if mean is None else round(mean, 1),
+                None if sd is None else round(sd, 1),
+                bool(edge[label_id]) and present,
+            )
+        )
     return stats

@@ -37,15 +37,23 @@ def ct_hash(ct: Volume) -> str:
     return digest.hexdigest()[:20]
 
 
-def prepare(study_path: Path, *, settings: Settings, device: str, required: tuple[TaskName, ...],
-            optional: tuple[TaskName, ...] = (), segmentation_paths: list[Path] | None = None,
-            fast: bool | None = None, run_missing: bool = True) -> PreparedStudy:
-    """Load the CT and gather segmentations for ``required`` tasks (else unavailable) and ``optional`` ones."""
+def prepare(
+    study_path: Path,
+    *,
+    settings: Settings,
+    device: str,
+    required: tuple[TaskName, ...],
+    optional: tuple[TaskName, ...] = (),
+    segmentation_paths: list[Path] | None = None,
+    fast: bool | None = None,
+    run_missing: bool = True,
+) -> PreparedStudy:
+    """Load the CT and gather segmentations: ``required`` tasks (else unavailable), then ``optional`` ones."""
     t0 = time.perf_counter()
     study = find_study(study_path)
     ct = load_volume(study.image)
     check_hu_plausible(ct)
-    segs = load_segmentations(study, ct, segmentation_paths)
+    segs = load_segmentations(study, ct, segmentation_paths, tasks=(*required, *optional))
     timings = {"load_s": time.perf_counter() - t0}
     engine = {task: f"precomputed:{Path(seg.source).name}" for task, seg in segs.items()}
     notes = list(ct.notes_ja)
@@ -60,18 +68,25 @@ def prepare(study_path: Path, *, settings: Settings, device: str, required: tupl
             if task in required:
                 raise ToolUnavailableError(
                     totalseg.install_ja(task, task_fast, settings)
-                    + " 事前に TotalSegmentator で作ったセグメンテーション（segmentations/ フォルダ）を添付しても使えます。",
-                    f"no precomputed {task} and no weights")
+                    + " 事前に TotalSegmentator で作ったセグメンテーション"
+                    "（segmentations/ フォルダ）を添付しても使えます。",
+                    f"no precomputed {task} and no weights",
+                )
             notes.append(f"{task} のセグメンテーションはありません（重みも未インストール）。")
             continue
         cache = settings.cache_dir / "totalseg" / ct_hash(ct) / ("fast" if task_fast else "full")
         out = cache / f"{task}.nii.gz"
         if not out.exists():
-            totalseg.run_totalsegmentator(ct, task, fast=task_fast, device=device, out_dir=cache, settings=settings)
+            totalseg.run_totalsegmentator(
+                ct, task, fast=task_fast, device=device, out_dir=cache, settings=settings
+            )
         seg = totalseg.load_segmentation(out, task=task)
         totalseg.check_aligned(seg, ct)
         segs[task] = seg
-        engine[task] = f"TotalSegmentator {totalseg.totalseg_version()} {task}{' --fast' if task_fast else ''} ({device})"
+        engine[task] = (
+            f"TotalSegmentator {totalseg.totalseg_version()} {task}"
+            f"{' --fast' if task_fast else ''} ({device})"
+        )
     timings["segment_s"] = time.perf_counter() - t1
     return PreparedStudy(ct, segs, engine, notes, timings)
 

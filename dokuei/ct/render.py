@@ -14,8 +14,12 @@ from dokuei.io.totalseg import Segmentation
 from dokuei.io.volume import Volume
 
 WINDOW = (40.0, 400.0)  # level, width: soft tissue
-TISSUE_COLOURS = {"muscle": (0.90, 0.10, 0.10), "psoas": (1.0, 0.55, 0.0), "sat": (1.0, 0.85, 0.1),
-                  "vat": (0.1, 0.75, 0.3)}
+TISSUE_COLOURS = {
+    "muscle": (0.90, 0.10, 0.10),
+    "psoas": (1.0, 0.55, 0.0),
+    "sat": (1.0, 0.85, 0.1),
+    "vat": (0.1, 0.75, 0.3),
+}
 
 
 def _display(slice2d: np.ndarray) -> np.ndarray:
@@ -43,8 +47,9 @@ def _figure() -> tuple[object, object]:
     return plt, matplotlib
 
 
-def render_l3(ct: Volume, k: int, masks: dict[str, np.ndarray], legend: dict[str, str], out: Path,
-              title: str) -> Path:
+def render_l3(
+    ct: Volume, k: int, masks: dict[str, np.ndarray], legend: dict[str, str], out: Path, title: str
+) -> Path:
     """The L3 slice with muscle, psoas and fat coloured; ``legend`` maps mask name → legend text."""
     plt, _ = _figure()
     from matplotlib.patches import Patch
@@ -59,10 +64,20 @@ def render_l3(ct: Volume, k: int, masks: dict[str, np.ndarray], legend: dict[str
     ax.imshow(_display_rgb(rgb), aspect=_aspect(ct), interpolation="nearest")
     ax.set_title(title, fontsize=10)
     ax.axis("off")
-    handles = [Patch(color=TISSUE_COLOURS[n], label=legend[n]) for n in ("muscle", "psoas", "sat", "vat")
-               if n in masks and n in legend]
+    handles = [
+        Patch(color=TISSUE_COLOURS[n], label=legend[n])
+        for n in ("muscle", "psoas", "sat", "vat")
+        if n in masks and n in legend
+    ]
     if handles:
-        ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
+        ax.legend(
+            handles=handles,
+            loc="lower center",
+            bbox_to_anchor=(0.5, -0.16),
+            ncol=2,
+            fontsize=8,
+            frameon=False,
+        )
     ax.text(0.01, 0.99, "R", color="white", transform=ax.transAxes, va="top", fontsize=9)
     ax.text(0.99, 0.99, "L", color="white", transform=ax.transAxes, va="top", ha="right", fontsize=9)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -75,15 +90,16 @@ def _display_rgb(rgb: np.ndarray) -> np.ndarray:
     return np.flipud(np.transpose(rgb, (1, 0, 2)))
 
 
-def render_montage(ct: Volume, seg: Segmentation, names: list[str], out: Path, title: str,
-                   n_slices: int = 6) -> Path:
+def render_montage(
+    ct: Volume, seg: Segmentation, names: list[str], out: Path, title: str, n_slices: int = 6
+) -> Path:
     """Axial slices evenly spread through the labelled range, each structure in its own colour."""
     plt, matplotlib = _figure()
     from matplotlib.patches import Patch
 
     ids = [i for i, n in seg.names.items() if n in set(names)]
-    present = np.isin(seg.labels, ids)
-    ks = np.flatnonzero(present.any(axis=(0, 1)))
+    nz = seg.labels.shape[2]
+    ks = np.flatnonzero((seg.labels.reshape(-1, nz, order="F") > 0).any(axis=0))
     if ks.size == 0:
         ks = np.array([ct.shape[2] // 2])
     picks = np.unique(np.linspace(ks[0], ks[-1], num=min(n_slices, ks.size + 0)).round().astype(int))

@@ -59,8 +59,12 @@ def _image_in(folder: Path) -> Path | None:
     if len(images) == 1:
         return images[0]
     if len(images) > 1:
-        raise ToolInputError(f"フォルダ {folder.name} に CT 候補の NIfTI が複数あります（{', '.join(p.name for p in images)}）。"
-                             "CT を ct.nii.gz という名前にしてください。", f"ambiguous CT NIfTI in {folder}")
+        raise ToolInputError(
+            f"フォルダ {folder.name} に CT 候補の NIfTI が複数あります"
+            f"（{', '.join(p.name for p in images)}）。"
+            "CT を ct.nii.gz という名前にしてください。",
+            f"ambiguous CT NIfTI in {folder}",
+        )
     if dicom.has_dicom_files(folder):
         return folder
     return None
@@ -101,20 +105,27 @@ def find_study(path: Path) -> CtStudy:
     if path.is_file():
         if is_nifti(path) or zipfile.is_zipfile(path) or dicom.is_dicom_file(path):
             return CtStudy(path.parent, path)
-        raise ToolInputError(f"{path.name} は CT として読めない形式です（NIfTI・DICOM・zip を指定してください）。",
-                             f"unsupported: {path}")
+        raise ToolInputError(
+            f"{path.name} は CT として読めない形式です（NIfTI・DICOM・zip を指定してください）。",
+            f"unsupported: {path}",
+        )
     image = _image_in(path)
     if image is None:
-        raise ToolInputError(f"フォルダ {path.name} に CT（ct.nii.gz または DICOM）が見つかりません。",
-                             f"no CT image in {path}")
+        raise ToolInputError(
+            f"フォルダ {path.name} に CT（ct.nii.gz または DICOM）が見つかりません。",
+            f"no CT image in {path}",
+        )
     return CtStudy(path, image, _segmentations_in(path))
 
 
-def load_segmentations(study: CtStudy, ct: Volume, extra: list[Path] | None = None) -> dict[str, Segmentation]:
-    """Every segmentation of the study (plus ``extra`` ones), checked to lie on the CT's grid."""
+def load_segmentations(
+    study: CtStudy, ct: Volume, extra: list[Path] | None = None, tasks: tuple[str, ...] | None = None
+) -> dict[str, Segmentation]:
+    """Segmentations of ``tasks`` (default: all) plus ``extra`` ones, checked to lie on the CT grid."""
     segs: dict[str, Segmentation] = {}
     for task, p in study.segmentations.items():
-        segs[task] = load_segmentation(p, task=task)
+        if tasks is None or task in tasks:
+            segs[task] = load_segmentation(p, task=task)
     for p in extra or []:
         seg = load_segmentation(p)
         segs[seg.task] = seg

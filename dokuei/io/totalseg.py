@@ -83,6 +83,7 @@ def totalseg_version() -> str:
 
 # --- weights ---------------------------------------------------------------------------------------
 
+
 def required_datasets(task: str, fast: bool) -> list[str]:
     spec = class_data()["tasks"][task]
     ids = spec["datasets_fast"] if fast and spec["datasets_fast"] else spec["datasets"]
@@ -117,29 +118,39 @@ def find_weights(task: str, fast: bool, settings: Settings | None = None) -> Pat
 
 def install_ja(task: str, fast: bool, settings: Settings | None = None) -> str:
     needed = required_datasets(task, fast)
-    roots = weight_roots(settings)
+    settings = settings or Settings.load()
+    target = settings.weights_root / "totalsegmentator"
     licence = class_data()["tasks"][task]["licence_required"]
     cmd = f"TotalSegmentator -i 任意のCT.nii.gz -o out --task {task}" + (" --fast" if fast else "")
-    text = (f"TotalSegmentator の重み（{', '.join(needed)}）が見つかりません。インターネットに接続できる端末で "
-            f"`{cmd}`（または totalseg_download_weights -t {task}）を一度実行し、"
-            f"~/.totalsegmentator/nnunet/results/ にできた Dataset フォルダを、この端末の {roots[1]} "
-            f"（または $TOTALSEG_WEIGHTS_PATH）へコピーしてください。")
+    text = (
+        f"TotalSegmentator の重み（{', '.join(needed)}）が見つかりません。インターネットに接続できる端末で "
+        f"`{cmd}`（または totalseg_download_weights -t {task}）を一度実行し、"
+        f"~/.totalsegmentator/nnunet/results/ にできた Dataset フォルダを、この端末の {target} "
+        "（または $TOTALSEG_WEIGHTS_PATH、~/.totalsegmentator/nnunet/results）へコピーしてください。"
+    )
     if licence:
-        text += " このタスクはライセンスキー（非商用は無償）が必要です: totalseg_set_license -l <キー> の後にダウンロードします。"
+        text += (
+            " このタスクはライセンスキー（非商用は無償）が必要です: "
+            "totalseg_set_license -l <キー> の後にダウンロードします。"
+        )
     return text
 
 
 # --- running --------------------------------------------------------------------------------------
 
-def run_totalsegmentator(ct: Volume, task: TaskName, *, fast: bool, device: str, out_dir: Path,
-                         settings: Settings | None = None) -> Path:
+
+def run_totalsegmentator(
+    ct: Volume, task: TaskName, *, fast: bool, device: str, out_dir: Path, settings: Settings | None = None
+) -> Path:
     """Segment ``ct`` with TotalSegmentator; returns the multilabel NIfTI it wrote. Never downloads."""
     from dokuei.io.volume import save_nifti
     from dokuei.offline import totalseg_home, write_totalseg_config
 
     root = find_weights(task, fast, settings)
     if root is None:
-        raise ToolUnavailableError(install_ja(task, fast, settings), f"weights missing for {task} fast={fast}")
+        raise ToolUnavailableError(
+            install_ja(task, fast, settings), f"weights missing for {task} fast={fast}"
+        )
     config_path = write_totalseg_config()
     _quiet_config(config_path)
     os.environ["TOTALSEG_WEIGHTS_PATH"] = str(root)
@@ -150,8 +161,10 @@ def run_totalsegmentator(ct: Volume, task: TaskName, *, fast: bool, device: str,
     def no_download(task_id: int | str) -> None:
         folder = class_data()["tasks"][task]["dataset_folders"].get(str(task_id))
         if folder is None or not _dataset_complete(root / folder):
-            raise ToolUnavailableError(install_ja(task, fast, settings),
-                                       f"TotalSegmentator asked for weights {task_id}; downloads are disabled")
+            raise ToolUnavailableError(
+                install_ja(task, fast, settings),
+                f"TotalSegmentator asked for weights {task_id}; downloads are disabled",
+            )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     ct_path = save_nifti(ct, out_dir / "ct.nii.gz")
@@ -163,8 +176,16 @@ def run_totalsegmentator(ct: Volume, task: TaskName, *, fast: bool, device: str,
     t0 = time.perf_counter()
     try:
         with contextlib.redirect_stdout(stdout):
-            api.totalsegmentator(ct_path, out_path, ml=True, task=task, fast=fast, quiet=True,
-                                 device="gpu" if device == "cuda" else "cpu", nr_thr_saving=1)
+            api.totalsegmentator(
+                ct_path,
+                out_path,
+                ml=True,
+                task=task,
+                fast=fast,
+                quiet=True,
+                device="gpu" if device == "cuda" else "cpu",
+                nr_thr_saving=1,
+            )
     finally:
         api.download_pretrained_weights, api.send_usage_stats = saved
         log.debug("TotalSegmentator output: %s", stdout.getvalue())
@@ -185,6 +206,7 @@ def _quiet_config(config_path: Path) -> None:
 
 # --- reading outputs ------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Segmentation:
     """A label map aligned voxel for voxel with its CT (RAS+), with the name of every label."""
@@ -198,6 +220,11 @@ class Segmentation:
     def mask(self, *names: str) -> np.ndarray:
         ids = [i for i, n in self.names.items() if n in names]
         return np.isin(self.labels, ids)
+
+    def slice_mask(self, k: int, *names: str) -> np.ndarray:
+        """``mask(*names)[:, :, k]`` without touching the rest of the volume."""
+        ids = [i for i, n in self.names.items() if n in names]
+        return np.isin(self.labels[:, :, k], ids)
 
     def ids_of(self, predicate: Any) -> list[int]:
         return [i for i, n in self.names.items() if predicate(n)]
@@ -221,7 +248,8 @@ def task_of_file(path: Path) -> str:
     if stem in TASKS:
         return stem
     try:
-        table = _caret_label_table(nib.load(str(path)))
+        header_img: Any = nib.load(str(path))
+        table = _caret_label_table(header_img)
     except Exception:
         return "total"
     return infer_task(set(table.values())) if table else "total"
@@ -232,7 +260,7 @@ def _caret_label_table(img: Any) -> dict[int, str]:
     for ext in img.header.extensions:
         try:
             text = ext.get_content().decode("utf-8", errors="replace")
-        except Exception:  # noqa: S112 - an unreadable extension is simply not a label table
+        except Exception:
             continue
         if "<LabelTable>" not in text:
             continue
@@ -251,46 +279,59 @@ def load_segmentation(path: Path, *, task: str | None = None) -> Segmentation:
 
     path = Path(path)
     if path.is_file() and is_nifti(path):
-        vol = load_nifti(path, labels=True)
-        table = _caret_label_table(nib.load(str(path)))
+        vol = load_nifti(path, labels=True, dtype=np.int16)
+        header_img: Any = nib.load(str(path))
+        table = _caret_label_table(header_img)
         stem = path.name.split(".")[0]
         if task is None:
             task = stem if stem in TASKS else (infer_task(set(table.values())) if table else "total")
         names = table or class_map(task)
-        present = {int(v) for v in np.unique(vol.array) if v != 0}
-        unknown = present - set(names)
+        known = np.zeros(1 << 16, dtype=bool)
+        known[[0, *(i for i in names if 0 <= i < 1 << 16)]] = True
+        flat = vol.array.ravel(order="F")
+        stray = ~known[flat.view(np.uint16)]  # a lookup, not a sort: one pass over the volume
+        unknown = {int(v) for v in np.unique(flat[stray])} if stray.any() else set()
         if unknown:
-            raise ToolInputError(f"セグメンテーション {path.name} に {task} の分類にないラベル番号 "
-                                 f"{sorted(unknown)[:5]} があります。", f"{path}: unknown labels {sorted(unknown)}")
+            raise ToolInputError(
+                f"セグメンテーション {path.name} に {task} の分類にないラベル番号 "
+                f"{sorted(unknown)[:5]} があります。",
+                f"{path}: unknown labels {sorted(unknown)}",
+            )
         return Segmentation(vol.array, vol.affine, names, task, str(path))
     if path.is_dir():
         masks = sorted(p for p in path.iterdir() if p.is_file() and is_nifti(p))
         if not masks:
-            raise ToolInputError(f"フォルダ {path.name} にマスク（NIfTI）がありません。", f"no masks in {path}")
+            raise ToolInputError(
+                f"フォルダ {path.name} にマスク（NIfTI）がありません。", f"no masks in {path}"
+            )
         mask_names = {p.name.split(".")[0] for p in masks}
         task = task or infer_task(mask_names)
         ids = {v: k for k, v in class_map(task).items()}
         next_id = max(ids.values(), default=0) + 1
         labels: np.ndarray | None = None
-        affine: np.ndarray | None = None
-        names: dict[int, str] = {}
+        affine = np.eye(4)
+        mask_ids: dict[int, str] = {}
         for p in masks:
             name = p.name.split(".")[0]
-            vol = load_nifti(p, labels=True)
+            vol = load_nifti(p, labels=True, dtype=np.uint8)
             if labels is None:
-                labels, affine = np.zeros(vol.shape, dtype=np.int32), vol.affine
+                labels, affine = np.zeros(vol.shape, dtype=np.int16, order="F"), vol.affine
             elif vol.shape != labels.shape or not np.allclose(vol.affine, affine, atol=1e-3):
-                raise ToolInputError(f"マスク {p.name} の画像サイズ・位置が他のマスクと一致しません。",
-                                     f"{p}: shape {vol.shape} affine mismatch")
+                raise ToolInputError(
+                    f"マスク {p.name} の画像サイズ・位置が他のマスクと一致しません。",
+                    f"{p}: shape {vol.shape} affine mismatch",
+                )
             label_id = ids.get(name)
             if label_id is None:
                 label_id, next_id = next_id, next_id + 1
-            names[label_id] = name
+            mask_ids[label_id] = name
             labels[vol.array > 0] = label_id
-        assert labels is not None and affine is not None
-        return Segmentation(labels, affine, names, task, str(path))
-    raise ToolInputError(f"{path.name} はセグメンテーション（NIfTI またはマスクのフォルダ）ではありません。",
-                         f"not a segmentation: {path}")
+        assert labels is not None
+        return Segmentation(labels, affine, mask_ids, task, str(path))
+    raise ToolInputError(
+        f"{path.name} はセグメンテーション（NIfTI またはマスクのフォルダ）ではありません。",
+        f"not a segmentation: {path}",
+    )
 
 
 def check_aligned(seg: Segmentation, ct: Volume) -> None:
@@ -298,5 +339,7 @@ def check_aligned(seg: Segmentation, ct: Volume) -> None:
     if seg.labels.shape != ct.array.shape or not np.allclose(seg.affine, ct.affine, atol=1e-2):
         raise ToolInputError(
             f"セグメンテーション（{Path(seg.source).name}）が CT と同じ画像格子にありません"
-            f"（CT {ct.shape}、セグメンテーション {tuple(seg.labels.shape)}）。同じ CT から作った結果を指定してください。",
-            f"misaligned: ct {ct.shape} {ct.affine.tolist()} seg {seg.labels.shape} {seg.affine.tolist()}")
+            f"（CT {ct.shape}、セグメンテーション {tuple(seg.labels.shape)}）。"
+            "同じ CT から作った結果を指定してください。",
+            f"misaligned: ct {ct.shape} {ct.affine.tolist()} seg {seg.labels.shape} {seg.affine.tolist()}",
+        )

@@ -63,12 +63,16 @@ class Volume:
         return sx * sy / 100.0
 
 
-def load_nifti(path: Path, *, labels: bool = False) -> Volume:
-    """Read a NIfTI file, check its affine and dimensionality, and reorient it to RAS+."""
+def load_nifti(path: Path, *, labels: bool = False, dtype: type | None = None) -> Volume:
+    """Read a NIfTI file, check its affine and dimensionality, and reorient it to RAS+.
+
+    The array is float32 (images) or int32 (``labels``) unless ``dtype`` says otherwise, stored with i
+    varying fastest (Fortran order, as in the file): every reader of a Volume may rely on that.
+    """
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))
+        img: Any = nib.load(str(path))
     except Exception as exc:
         raise ToolInputError(f"NIfTI ファイル {path.name} を読み込めません。", f"{path}: {exc}") from exc
     if len(img.shape) == 4 and img.shape[3] == 1:
@@ -78,7 +82,7 @@ def load_nifti(path: Path, *, labels: bool = False) -> Volume:
             f"{path.name} は {len(img.shape)} 次元の画像です。3 次元の CT ボリュームを指定してください。",
             f"{path}: shape {img.shape}",
         )
-    affine = np.asarray(img.affine, dtype=float)
+    affine = np.asarray(img.affine, dtype=np.float64)
     linear = affine[:3, :3]
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(linear)) < 1e-6:
         raise ToolInputError(
@@ -92,11 +96,13 @@ def load_nifti(path: Path, *, labels: bool = False) -> Volume:
         canonical = nib.as_closest_canonical(img)
         data = np.asanyarray(canonical.dataobj)
     except Exception as exc:  # truncated gzip, short file
-        raise ToolInputError(f"NIfTI ファイル {path.name} が途中で切れているか壊れています。",
-                             f"{path}: {exc}") from exc
-    array = data.astype(np.int32 if labels else np.float32, copy=False)
-    return Volume(array=array, affine=np.asarray(canonical.affine, dtype=float), source=str(path),
-                  notes_ja=tuple(notes))
+        raise ToolInputError(
+            f"NIfTI ファイル {path.name} が途中で切れているか壊れています。", f"{path}: {exc}"
+        ) from exc
+    array: np.ndarray = np.asfortranarray(data, dtype=dtype or (np.int32 if labels else np.float32))
+    return Volume(
+        array=array, affine=np.asarray(canonical.affine, dtype=float), source=str(path), notes_ja=tuple(notes)
+    )
 
 
 def is_nifti(path: Path) -> bool:
@@ -128,22 +134,28 @@ def load_volume(path: Path, *, labels: bool = False) -> Volume:
         nifti = find_ct_nifti(path)
         if nifti is not None:
             return load_nifti(nifti, labels=labels)
-        raise ToolInputError(f"フォルダ {path.name} に DICOM も CT の NIfTI（ct.nii.gz）も見つかりません。",
-                             f"no DICOM or CT NIfTI in {path}")
+        raise ToolInputError(
+            f"フォルダ {path.name} に DICOM も CT の NIfTI（ct.nii.gz）も見つかりません。",
+            f"no DICOM or CT NIfTI in {path}",
+        )
     if zipfile.is_zipfile(path):
         _refuse_labels_from_dicom(path, labels)
         return dicom.load_dicom_series(path)
     if dicom.is_dicom_file(path):
         _refuse_labels_from_dicom(path, labels)
         return dicom.load_dicom_series(path)
-    raise ToolInputError(f"{path.name} は対応していない形式です（NIfTI または DICOM を指定してください）。",
-                         f"unsupported volume: {path}")
+    raise ToolInputError(
+        f"{path.name} は対応していない形式です（NIfTI または DICOM を指定してください）。",
+        f"unsupported volume: {path}",
+    )
 
 
 def _refuse_labels_from_dicom(path: Path, labels: bool) -> None:
     if labels:
-        raise ToolInputError(f"{path.name} は DICOM 画像です。ラベル（マスク）は NIfTI で指定してください。",
-                             f"labels requested from DICOM: {path}")
+        raise ToolInputError(
+            f"{path.name} は DICOM 画像です。ラベル（マスク）は NIfTI で指定してください。",
+            f"labels requested from DICOM: {path}",
+        )
 
 
 def check_hu_plausible(volume: Volume) -> None:
@@ -154,7 +166,8 @@ def check_hu_plausible(volume: Volume) -> None:
     # a CT holds fat, air or water-equivalent noise below 0 HU; MR magnitudes and label maps never do
     if low >= 0 or high > 10000:
         raise ToolInputError(
-            "画像の値が CT の HU 値として不自然です（MR 画像やラベル画像の可能性があります）。CT を指定してください。",
+            "画像の値が CT の HU 値として不自然です（MR 画像やラベル画像の可能性があります）。"
+            "CT を指定してください。",
             f"{volume.source}: min {low:.0f}, 99.9th percentile {high:.0f}",
         )
 

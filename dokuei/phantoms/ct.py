@@ -39,18 +39,27 @@ SEED = 20261122
 
 # vertebral bodies: (TotalSegmentator name, first slice, last slice), 11 slices each, discs of 3 slices
 VERTEBRAE: tuple[tuple[str, int, int], ...] = (
-    ("sacrum", 0, 10), ("vertebrae_L5", 14, 24), ("vertebrae_L4", 28, 38), ("vertebrae_L3", 42, 52),
-    ("vertebrae_L2", 56, 66), ("vertebrae_L1", 70, 80), ("vertebrae_T12", 84, 94), ("vertebrae_T11", 98, 103),
+    ("sacrum", 0, 10),
+    ("vertebrae_L5", 14, 24),
+    ("vertebrae_L4", 28, 38),
+    ("vertebrae_L3", 42, 52),
+    ("vertebrae_L2", 56, 66),
+    ("vertebrae_L1", 70, 80),
+    ("vertebrae_T12", 84, 94),
+    ("vertebrae_T11", 98, 103),
 )
 VERTEBRA_CENTRE_MM, VERTEBRA_RADIUS_MM = (0.0, -40.0), 18.0
 BODY_SEMI_MM = (160.0, 115.0)
 WALL_OUTER_SEMI_MM = (135.0, 95.0)
 WALL_INNER_SEMI_MM = (127.0, 89.0)
-PSOAS = {"x_mm": 35.0, "y_mm": -30.0, "semi_at_l3_mm": (13.0, 10.0), "growth_per_slice": 0.004,
-         "slices": (14, 80)}
-AUTOCHTHON = {"x_mm": 30.0, "y_mm": -65.0, "semi_mm": (24.0, 16.0)}
-VISCERAL_FAT = {"centre_mm": (0.0, 40.0), "semi_mm": (80.0, 36.0), "slices": (20, 60)}
-AORTA = {"centre_mm": (15.0, -8.0), "radius_mm": 10.0}
+# psoas: centre (±x, y), semi-axes at L3, growth of the semi-axes per slice caudally, slices it spans
+PSOAS_X_MM, PSOAS_Y_MM = 35.0, -30.0
+PSOAS_SEMI_AT_L3_MM = (13.0, 10.0)
+PSOAS_GROWTH_PER_SLICE = 0.004
+PSOAS_SLICES = (14, 80)
+AUTOCHTHON_X_MM, AUTOCHTHON_Y_MM, AUTOCHTHON_SEMI_MM = 30.0, -65.0, (24.0, 16.0)
+VISCERAL_FAT_CENTRE_MM, VISCERAL_FAT_SEMI_MM, VISCERAL_FAT_SLICES = (0.0, 40.0), (80.0, 36.0), (20, 60)
+AORTA_CENTRE_MM, AORTA_RADIUS_MM = (15.0, -8.0), 10.0
 # ellipsoids: name -> (centre x, y, z mm), (semi-axes mm), HU
 ORGANS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float], float]] = {
     "liver": ((-55.0, 25.0, 200.0), (50.0, 38.0, 45.0), 60.0),
@@ -59,7 +68,7 @@ ORGANS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float], 
     "kidney_left": ((80.0, -25.0, 165.0), (22.0, 18.0, 35.0), 35.0),
 }
 HU = {"air": -1000.0, "fat": -100.0, "muscle": 45.0, "soft_tissue": 20.0, "bone": 300.0, "blood": 40.0}
-DEMO_PATIENT = {"age_years": 72, "sex": "F", "height_cm": 152.0}
+DEMO_PATIENT: dict[str, Any] = {"age_years": 72, "sex": "F", "height_cm": 152.0}
 
 
 @dataclass
@@ -90,8 +99,8 @@ def z_of_slice(k: int) -> float:
 
 
 def psoas_semi(k: int) -> tuple[float, float]:
-    f = 1.0 + PSOAS["growth_per_slice"] * (L3_SLICE - k)  # type: ignore[operator]
-    a, b = PSOAS["semi_at_l3_mm"]  # type: ignore[misc]
+    f = 1.0 + PSOAS_GROWTH_PER_SLICE * (L3_SLICE - k)
+    a, b = PSOAS_SEMI_AT_L3_MM
     return a * f, b * f
 
 
@@ -106,20 +115,29 @@ def make_phantom() -> Phantom:
     ct = np.full(SHAPE, HU["air"], dtype=np.float32)
     total = np.zeros(SHAPE, dtype=np.uint8)
     tissue = np.zeros(SHAPE, dtype=np.uint8)
-    muscle_names = ("psoas_major_left", "psoas_major_right", "erector_spinae_left", "erector_spinae_right",
-                    "rectus_abdominis_left", "rectus_abdominis_right", "external_oblique_left",
-                    "external_oblique_right")
+    muscle_names = (
+        "psoas_major_left",
+        "psoas_major_right",
+        "erector_spinae_left",
+        "erector_spinae_right",
+        "rectus_abdominis_left",
+        "rectus_abdominis_right",
+        "external_oblique_left",
+        "external_oblique_right",
+    )
     muscles = {n: np.zeros(SHAPE, dtype=bool) for n in muscle_names}
 
     body = _ellipse(x, y, 0, 0, *BODY_SEMI_MM)
     wall_outer = _ellipse(x, y, 0, 0, *WALL_OUTER_SEMI_MM)
     wall_inner = _ellipse(x, y, 0, 0, *WALL_INNER_SEMI_MM)
     ring = wall_outer & ~wall_inner
-    auto = {side: _ellipse(x, y, sign * AUTOCHTHON["x_mm"], AUTOCHTHON["y_mm"], *AUTOCHTHON["semi_mm"])
-            for side, sign in (("left", 1.0), ("right", -1.0))}  # RAS: +x is the patient's left
+    auto = {
+        side: _ellipse(x, y, sign * AUTOCHTHON_X_MM, AUTOCHTHON_Y_MM, *AUTOCHTHON_SEMI_MM)
+        for side, sign in (("left", 1.0), ("right", -1.0))
+    }  # RAS: +x is the patient's left
     vertebra_disc = _ellipse(x, y, *VERTEBRA_CENTRE_MM, VERTEBRA_RADIUS_MM, VERTEBRA_RADIUS_MM)
-    aorta = _ellipse(x, y, *AORTA["centre_mm"], AORTA["radius_mm"], AORTA["radius_mm"])
-    vat = _ellipse(x, y, *VISCERAL_FAT["centre_mm"], *VISCERAL_FAT["semi_mm"])
+    aorta = _ellipse(x, y, *AORTA_CENTRE_MM, AORTA_RADIUS_MM, AORTA_RADIUS_MM)
+    vat = _ellipse(x, y, *VISCERAL_FAT_CENTRE_MM, *VISCERAL_FAT_SEMI_MM)
 
     for k in range(nz):
         z = z_of_slice(k)
@@ -127,9 +145,16 @@ def make_phantom() -> Phantom:
         sl_total = total[:, :, k]
         owned = np.zeros((nx, ny), dtype=bool)
 
-        def paint(mask: np.ndarray, hu: float, label: int | None, what: str,
-                  sl_ct: np.ndarray = sl_ct, sl_total: np.ndarray = sl_total, owned: np.ndarray = owned,
-                  k: int = k) -> None:
+        def paint(
+            mask: np.ndarray,
+            hu: float,
+            label: int | None,
+            what: str,
+            sl_ct: np.ndarray = sl_ct,
+            sl_total: np.ndarray = sl_total,
+            owned: np.ndarray = owned,
+            k: int = k,
+        ) -> None:
             if np.any(mask & owned) or np.any(mask & ~wall_inner):
                 raise AssertionError(f"phantom structures overlap at slice {k}: {what}")
             owned |= mask
@@ -154,14 +179,14 @@ def make_phantom() -> Phantom:
             if first <= k <= last:
                 paint(vertebra_disc, HU["bone"], ids[name], name)
         paint(aorta, HU["blood"], ids["aorta"], "aorta")
-        if PSOAS["slices"][0] <= k <= PSOAS["slices"][1]:  # type: ignore[index]
+        if PSOAS_SLICES[0] <= k <= PSOAS_SLICES[1]:
             a, b = psoas_semi(k)
             for side, sign in (("left", 1.0), ("right", -1.0)):
-                m = _ellipse(x, y, sign * PSOAS["x_mm"], PSOAS["y_mm"], a, b)  # type: ignore[operator]
+                m = _ellipse(x, y, sign * PSOAS_X_MM, PSOAS_Y_MM, a, b)
                 paint(m, HU["muscle"], ids[f"iliopsoas_{side}"], f"psoas {side}")
                 muscles[f"psoas_major_{side}"][:, :, k] = m
                 tissue[:, :, k][m] = tissue_ids["skeletal_muscle"]
-        if VISCERAL_FAT["slices"][0] <= k <= VISCERAL_FAT["slices"][1]:  # type: ignore[index]
+        if VISCERAL_FAT_SLICES[0] <= k <= VISCERAL_FAT_SLICES[1]:
             paint(vat, HU["fat"], None, "visceral fat")
             tissue[:, :, k][vat] = tissue_ids["torso_fat"]
         for name, ((cx, cy, cz), (a, b, c), hu) in ORGANS.items():
@@ -186,23 +211,32 @@ def analytic_truth() -> dict[str, Any]:
     volumes_ml = {name: 4 / 3 * math.pi * a * b * c / 1000 for name, (_, (a, b, c), _) in ORGANS.items()}
     for name, first, last in VERTEBRAE:
         volumes_ml[name] = math.pi * VERTEBRA_RADIUS_MM**2 * (last - first + 1) * slab / 1000
-    volumes_ml["aorta"] = math.pi * AORTA["radius_mm"] ** 2 * SHAPE[2] * slab / 1000
+    volumes_ml["aorta"] = math.pi * AORTA_RADIUS_MM**2 * SHAPE[2] * slab / 1000
     pa, pb = psoas_semi(L3_SLICE)
     psoas_mm2 = 2 * math.pi * pa * pb
-    auto_mm2 = 2 * math.pi * AUTOCHTHON["semi_mm"][0] * AUTOCHTHON["semi_mm"][1]
-    ring_mm2 = math.pi * (WALL_OUTER_SEMI_MM[0] * WALL_OUTER_SEMI_MM[1] - WALL_INNER_SEMI_MM[0] * WALL_INNER_SEMI_MM[1])
+    auto_mm2 = 2 * math.pi * AUTOCHTHON_SEMI_MM[0] * AUTOCHTHON_SEMI_MM[1]
+    ring_mm2 = math.pi * (
+        WALL_OUTER_SEMI_MM[0] * WALL_OUTER_SEMI_MM[1] - WALL_INNER_SEMI_MM[0] * WALL_INNER_SEMI_MM[1]
+    )
     sfa_mm2 = math.pi * (BODY_SEMI_MM[0] * BODY_SEMI_MM[1] - WALL_OUTER_SEMI_MM[0] * WALL_OUTER_SEMI_MM[1])
-    vfa_mm2 = math.pi * VISCERAL_FAT["semi_mm"][0] * VISCERAL_FAT["semi_mm"][1]
-    height_m2 = (DEMO_PATIENT["height_cm"] / 100) ** 2  # type: ignore[operator]
+    vfa_mm2 = math.pi * VISCERAL_FAT_SEMI_MM[0] * VISCERAL_FAT_SEMI_MM[1]
+    height_m2 = (DEMO_PATIENT["height_cm"] / 100) ** 2
     sma_cm2 = (psoas_mm2 + auto_mm2 + ring_mm2) / 100
     return {
-        "spacing_mm": list(SPACING_MM), "shape": list(SHAPE),
-        "l3_slice_index": L3_SLICE, "l3_z_mm": z_of_slice(L3_SLICE),
+        "spacing_mm": list(SPACING_MM),
+        "shape": list(SHAPE),
+        "l3_slice_index": L3_SLICE,
+        "l3_z_mm": z_of_slice(L3_SLICE),
         "volumes_ml": volumes_ml,
         "hu_mean": {"liver": ORGANS["liver"][2], "spleen": ORGANS["spleen"][2], "muscle": HU["muscle"]},
         "noise_sd_hu": NOISE_SD_HU,
-        "l3": {"sma_cm2": sma_cm2, "psoas_area_cm2": psoas_mm2 / 100, "sfa_cm2": sfa_mm2 / 100,
-               "vfa_cm2": vfa_mm2 / 100, "muscle_hu_mean": HU["muscle"]},
+        "l3": {
+            "sma_cm2": sma_cm2,
+            "psoas_area_cm2": psoas_mm2 / 100,
+            "sfa_cm2": sfa_mm2 / 100,
+            "vfa_cm2": vfa_mm2 / 100,
+            "muscle_hu_mean": HU["muscle"],
+        },
         "demo_patient": DEMO_PATIENT,
         "demo_smi_cm2_per_m2": sma_cm2 / height_m2,
         "demo_pmi_cm2_per_m2": psoas_mm2 / 100 / height_m2,
@@ -222,19 +256,24 @@ def _lps_affine(affine_ras: np.ndarray) -> np.ndarray:
     return affine_ras @ flip
 
 
-def _save(array: np.ndarray, affine: np.ndarray, path: Path, dtype: type,
-          label_map: dict[int, str] | None = None) -> None:
+def _save(
+    array: np.ndarray, affine: np.ndarray, path: Path, dtype: type, label_map: dict[int, str] | None = None
+) -> None:
     import nibabel as nib
 
     img = nib.Nifti1Image(_lps(array).astype(dtype), affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     if label_map:  # the CaretExtension label table TotalSegmentator writes into --ml outputs
-        body = "".join(f'<Label Key="{k}" Red="1" Green="0" Blue="0" Alpha="1"><![CDATA[{v}]]></Label>\n'
-                       for k, v in label_map.items())
-        xml = ('<?xml version="1.0" encoding="UTF-8"?> <CaretExtension>  <VolumeInformation Index="0">   '
-               f"<LabelTable>\n{body}</LabelTable>  <VolumeType><![CDATA[Label]]></VolumeType>   "
-               "</VolumeInformation></CaretExtension>\n")
+        body = "".join(
+            f'<Label Key="{k}" Red="1" Green="0" Blue="0" Alpha="1"><![CDATA[{v}]]></Label>\n'
+            for k, v in label_map.items()
+        )
+        xml = (
+            '<?xml version="1.0" encoding="UTF-8"?> <CaretExtension>  <VolumeInformation Index="0">   '
+            f"<LabelTable>\n{body}</LabelTable>  <VolumeType><![CDATA[Label]]></VolumeType>   "
+            "</VolumeInformation></CaretExtension>\n"
+        )
         img.header.extensions.append(nib.nifti1.Nifti1Extension(0, xml.encode("utf-8")))
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(img, str(path))
