@@ -7,8 +7,9 @@ ellipsoid organs, π·r²·h for the cylinders; voxelisation at 0.9 × 0.9 × 2.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -100,16 +101,20 @@ def test_segmentation_on_another_grid_is_refused(
 
 
 def test_without_labels_or_weights_the_tool_is_unavailable_and_downloads_nothing(
-    phantom_study: Path, tmp_path: Path, ct_settings: Settings
+    phantom_study: Path, tmp_path: Path, ct_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bare = tmp_path / "bare"
     bare.mkdir()
     shutil.copy(phantom_study / "ct.nii.gz", bare / "ct.nii.gz")
+
+    def must_not_run(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("TotalSegmentator must not be started without its weights")
+
+    monkeypatch.setattr(totalseg, "run_totalsegmentator", must_not_run)
     result = SegmentCt(ct_settings)({"study_path": str(bare), "fast": True})
     assert result.status is ToolStatus.UNAVAILABLE
     assert "Dataset297_TotalSegmentator_total_3mm_1559subj" in result.summary_ja
     assert "コピー" in result.summary_ja
-    assert "totalsegmentator.python_api" not in sys.modules  # never imported, so it never downloaded
     assert (
         not any((tmp_path / "totalseg_weights").glob("*"))
         if (tmp_path / "totalseg_weights").exists()
@@ -169,3 +174,46 @@ def test_real_totalsegmentator_fast_on_the_brain_atlas(tmp_path: Path) -> None:
     assert by_name["brain"]["present"] and 900 < by_name["brain"]["volume_ml"] < 1800  # adult brain volume
     assert by_name["skull"]["present"]
     assert "TotalSegmentator" in output(result)["engine"]
+
+
+def test_totalsegmentator_call_is_wired_offline(
+    phantom_study: Path, tmp_path: Path, ct_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plumbing only (no weights here): the real python_api module with its ``totalsegmentator`` function
+    replaced by a stand-in that asks for weights the way TotalSegmentator does. The guard must refuse a
+    Dataset that is not installed, usage statistics stay off, and the environment is restored."""
+    api = pytest.importorskip("totalsegmentator.python_api")
+    root = tmp_path / "totalseg_weights"
+    fold = root / "Dataset297_TotalSegmentator_total_3mm_1559subj" / "trainer" / "fold_0"
+    fold.mkdir(parents=True)
+    (fold / "checkpoint_final.pth").write_bytes(b"stand-in")
+    calls: dict[str, Any] = {}
+
+    def fake_totalsegmentator(input: Path, output: Path, **kwargs: Any) -> None:
+        api.download_pretrained_weights(297)  # installed: allowed
+        with pytest.raises(Exception, match="コピー"):
+            api.download_pretrained_weights(298)  # not installed: refused, never fetched
+        calls.update(kwargs, input=input, weights=os.environ["TOTALSEG_WEIGHTS_PATH"])
+        seg: Any = nib.load(str(phantom_study / "segmentations" / "total.nii.gz"))
+        nib.save(seg, output)
+
+    monkeypatch.setattr(api, "totalsegmentator", fake_totalsegmentator)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(phantom_study / "ct.nii.gz", bare / "ct.nii.gz")
+    monkeypatch.setenv("TOTALSEG_WEIGHTS_PATH", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("DOKUEI_WEIGHTS_DIR", str(tmp_path / "dokuei_weights"))
+    (tmp_path / "dokuei_weights").mkdir()
+    (tmp_path / "dokuei_weights" / "totalsegmentator").symlink_to(root)
+    settings = Settings.load(home=tmp_path / "home")
+    result = SegmentCt(settings)({"study_path": str(bare), "fast": True, "structures": ["liver"]})
+    assert result.ok, result.summary_ja
+    assert (
+        calls["ml"] is True and calls["fast"] is True and calls["device"] == "cpu" and calls["quiet"] is True
+    )
+    assert calls["weights"] == str(tmp_path / "dokuei_weights" / "totalsegmentator")
+    assert os.environ["TOTALSEG_WEIGHTS_PATH"] == str(tmp_path / "elsewhere")  # restored
+    assert api.download_pretrained_weights.__name__ == "download_pretrained_weights"  # guard removed
+    assert "TotalSegmentator" in output(result)["engine"] and "--fast" in output(result)["engine"]
+    config = json.loads((tmp_path / "totalseg_home" / "config.json").read_text())
+    assert config["send_usage_stats"] is False

@@ -153,7 +153,8 @@ def run_totalsegmentator(
         )
     config_path = write_totalseg_config()
     _quiet_config(config_path)
-    os.environ["TOTALSEG_WEIGHTS_PATH"] = str(root)
+    previous_weights_path = os.environ.get("TOTALSEG_WEIGHTS_PATH")
+    os.environ["TOTALSEG_WEIGHTS_PATH"] = str(root)  # TotalSegmentator reads it inside the call
     os.environ.setdefault("TOTALSEG_HOME_DIR", str(totalseg_home()))
 
     import totalsegmentator.python_api as api
@@ -188,6 +189,10 @@ def run_totalsegmentator(
             )
     finally:
         api.download_pretrained_weights, api.send_usage_stats = saved
+        if previous_weights_path is None:
+            os.environ.pop("TOTALSEG_WEIGHTS_PATH", None)
+        else:
+            os.environ["TOTALSEG_WEIGHTS_PATH"] = previous_weights_path
         log.debug("TotalSegmentator output: %s", stdout.getvalue())
     log.info("TotalSegmentator %s (fast=%s, %s) took %.1f s", task, fast, device, time.perf_counter() - t0)
     return out_path
