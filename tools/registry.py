@@ -26,6 +26,8 @@ BUILTIN_TOOLS: dict[str, str] = {
     "advise_cardiology": "dokuei.tools.advise_cardiology:AdviseCardiology",
     "measure_lymph_nodes": "dokuei.tools.measure_lymph_nodes:MeasureLymphNodes",
     "assess_recist_response": "dokuei.tools.assess_recist_response:AssessRecistResponse",
+    "segment_ct": "dokuei.tools.segment_ct:SegmentCt",
+    "measure_body_composition": "dokuei.tools.measure_body_composition:MeasureBodyComposition",
 }
 
 

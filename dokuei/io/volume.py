@@ -2,12 +2,18 @@
 
 Every imaging tool reads studies through :func:`load_volume`, so spacing always comes from the header
 and never from an assumption. Refusals raise ``ToolInputError`` with a Japanese reason.
+
+Accepted inputs: a NIfTI file, a DICOM file, a folder holding a DICOM series (or several: the best
+axial CT series is chosen, see :mod:`dokuei.io.dicom`), a zip of such a folder, and a study folder
+holding one CT NIfTI (``ct.nii.gz``, see :mod:`dokuei.io.ctstudy`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +22,10 @@ import numpy as np
 from dokuei.tools.base import ToolInputError
 
 log = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: names a study folder may give its CT image (TotalSegmentator and nnU-Net conventions)
+CT_NIFTI_NAMES = ("ct.nii.gz", "ct.nii", "image.nii.gz", "image.nii", "ct_0000.nii.gz", "img.nii.gz")
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,10 @@ class Volume:
     affine: np.ndarray  # 4x4, voxel index -> RAS mm
     source: str
     modality: str = "CT"
+    #: what ingestion did or noticed (series chosen, tilt corrected…), in Japanese, for the summary
+    notes_ja: tuple[str, ...] = ()
+    #: non-identifying header facts (slice thickness, kernel, patient sex/age/height when given)
+    header: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
@@ -42,9 +56,19 @@ class Volume:
         i, j, k = self.array.shape
         return (int(i), int(j), int(k))
 
+    @property
+    def pixel_area_cm2(self) -> float:
+        """Area of one in-plane (axial) pixel."""
+        sx, sy, _ = self.spacing_mm
+        return sx * sy / 100.0
 
-def load_nifti(path: Path, *, labels: bool = False) -> Volume:
-    """Read a NIfTI file, check its affine and dimensionality, and reorient it to RAS+."""
+
+def load_nifti(path: Path, *, labels: bool = False, dtype: type | None = None) -> Volume:
+    """Read a NIfTI file, check its affine and dimensionality, and reorient it to RAS+.
+
+    The array is float32 (images) or int32 (``labels``) unless ``dtype`` says otherwise, stored with i
+    varying fastest (Fortran order, as in the file): every reader of a Volume may rely on that.
+    """
     import nibabel as nib
 
     try:
@@ -65,16 +89,96 @@ def load_nifti(path: Path, *, labels: bool = False) -> Volume:
             f"{path.name} の向き情報（affine）が壊れているため、寸法を計算できません。",
             f"{path}: affine {affine.tolist()}",
         )
-    canonical = nib.as_closest_canonical(img)
-    data = np.asanyarray(canonical.dataobj)
-    array = data.astype(np.int32 if labels else np.float32, copy=False)
-    return Volume(array=array, affine=np.asarray(canonical.affine, dtype=float), source=str(path))
+    notes: list[str] = []
+    if int(img.header["qform_code"]) == 0 and int(img.header["sform_code"]) == 0:
+        notes.append(f"{path.name} に向き情報（qform/sform）がないため、画素間隔のみから座標を作りました。")
+    try:
+        canonical = nib.as_closest_canonical(img)
+        data = np.asanyarray(canonical.dataobj)
+    except Exception as exc:  # truncated gzip, short file
+        raise ToolInputError(
+            f"NIfTI ファイル {path.name} が途中で切れているか壊れています。", f"{path}: {exc}"
+        ) from exc
+    array: np.ndarray = np.asfortranarray(data, dtype=dtype or (np.int32 if labels else np.float32))
+    return Volume(
+        array=array, affine=np.asarray(canonical.affine, dtype=float), source=str(path), notes_ja=tuple(notes)
+    )
+
+
+def is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def find_ct_nifti(folder: Path) -> Path | None:
+    """The CT image of a study folder: a conventional name, else the only top-level NIfTI."""
+    for name in CT_NIFTI_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    candidates = [p for p in folder.iterdir() if p.is_file() and is_nifti(p)]
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def load_volume(path: Path, *, labels: bool = False) -> Volume:
-    """Load a study from NIfTI (``.nii``/``.nii.gz``). DICOM series support lives here too."""
-    name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
+    """Load a study: NIfTI, a DICOM file, a DICOM series folder, a zip of one, or a study folder."""
+    from dokuei.io import dicom
+
+    path = Path(path)
+    if not path.exists():
+        raise ToolInputError(f"{path.name} が見つかりません。", f"missing: {path}")
+    if path.is_file() and is_nifti(path):
         return load_nifti(path, labels=labels)
-    raise ToolInputError(f"{path.name} は対応していない形式です（NIfTI または DICOM を指定してください）。",
-                         f"unsupported volume: {path}")
+    if path.is_dir():
+        if dicom.has_dicom_files(path):
+            _refuse_labels_from_dicom(path, labels)
+            return dicom.load_dicom_series(path)
+        nifti = find_ct_nifti(path)
+        if nifti is not None:
+            return load_nifti(nifti, labels=labels)
+        raise ToolInputError(
+            f"フォルダ {path.name} に DICOM も CT の NIfTI（ct.nii.gz）も見つかりません。",
+            f"no DICOM or CT NIfTI in {path}",
+        )
+    if zipfile.is_zipfile(path):
+        _refuse_labels_from_dicom(path, labels)
+        return dicom.load_dicom_series(path)
+    if dicom.is_dicom_file(path):
+        _refuse_labels_from_dicom(path, labels)
+        return dicom.load_dicom_series(path)
+    raise ToolInputError(
+        f"{path.name} は対応していない形式です（NIfTI または DICOM を指定してください）。",
+        f"unsupported volume: {path}",
+    )
+
+
+def _refuse_labels_from_dicom(path: Path, labels: bool) -> None:
+    if labels:
+        raise ToolInputError(
+            f"{path.name} は DICOM 画像です。ラベル（マスク）は NIfTI で指定してください。",
+            f"labels requested from DICOM: {path}",
+        )
+
+
+def check_hu_plausible(volume: Volume) -> None:
+    """Refuse an image whose values cannot be Hounsfield units (an MR or a label map offered as CT)."""
+    arr = volume.array
+    sample = arr[:: max(1, arr.shape[0] // 64), :: max(1, arr.shape[1] // 64), :]
+    low, high = float(sample.min()), float(np.percentile(sample, 99.9))
+    # a CT holds fat, air or water-equivalent noise below 0 HU; MR magnitudes and label maps never do
+    if low >= 0 or high > 10000:
+        raise ToolInputError(
+            "画像の値が CT の HU 値として不自然です（MR 画像やラベル画像の可能性があります）。"
+            "CT を指定してください。",
+            f"{volume.source}: min {low:.0f}, 99.9th percentile {high:.0f}",
+        )
+
+
+def save_nifti(volume: Volume, path: Path, *, dtype: type = np.int16) -> Path:
+    """Write a volume as NIfTI (image data and affine only: no identifying information exists here)."""
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.asarray(np.round(volume.array), dtype=dtype), volume.affine)
+    img.set_qform(volume.affine, code=1)
+    img.set_sform(volume.affine, code=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))
+    return path

@@ -1,0 +1,134 @@
+"""A CT *study*: the CT image plus any TotalSegmentator outputs that lie beside it.
+
+Layout (what ``python -m dokuei.phantoms.ct`` writes, and what hospitals' batch jobs produce)::
+
+    STUDY/
+      ct.nii.gz                    the CT in HU (or image.nii.gz, or one other NIfTI) — or DICOM files
+                                   anywhere under STUDY/ (a series folder, several series: the best
+                                   axial CT series is chosen)
+      segmentations/               TotalSegmentator outputs, any of:
+        total.nii.gz               multilabel file (``TotalSegmentator --ml -o segmentations/total.nii.gz``)
+        tissue_types.nii.gz
+        abdominal_muscles/         a folder of per-structure masks (``TotalSegmentator -o …``)
+        liver.nii.gz, spleen.nii.gz …   or the masks of one task directly (TotalSegmentator's default)
+
+``segmentations/`` may also be called ``totalseg/`` or ``seg/``. The task of a file or folder is its
+name when that is a task name, else it is read from the file's label table or the mask names.
+A folder is a CT study when it holds a CT NIfTI or DICOM files (:func:`is_ct_study`).
+"""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dokuei.io import dicom
+from dokuei.io.totalseg import TASKS, Segmentation, check_aligned, infer_task, load_segmentation, task_of_file
+from dokuei.io.volume import CT_NIFTI_NAMES, Volume, is_nifti
+from dokuei.tools.base import ToolInputError
+
+log = logging.getLogger(__name__)
+
+SEG_DIR_NAMES = ("segmentations", "totalseg", "seg")
+_SEG_STEMS = ("seg", "mask", "label")
+
+
+@dataclass
+class CtStudy:
+    root: Path
+    image: Path  # a NIfTI file, a DICOM file, a DICOM folder or a zip
+    segmentations: dict[str, Path] = field(default_factory=dict)  # task -> multilabel file or mask folder
+
+
+def _stem(p: Path) -> str:
+    return p.name.split(".")[0]
+
+
+def _is_seg_name(p: Path) -> bool:
+    stem = _stem(p).lower()
+    return stem in TASKS or stem.startswith(_SEG_STEMS) or stem.endswith(("_seg", "_mask", "_labels"))
+
+
+def _image_in(folder: Path) -> Path | None:
+    for name in CT_NIFTI_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    images = [p for p in folder.iterdir() if p.is_file() and is_nifti(p) and not _is_seg_name(p)]
+    if len(images) == 1:
+        return images[0]
+    if len(images) > 1:
+        raise ToolInputError(
+            f"フォルダ {folder.name} に CT 候補の NIfTI が複数あります"
+            f"（{', '.join(p.name for p in images)}）。"
+            "CT を ct.nii.gz という名前にしてください。",
+            f"ambiguous CT NIfTI in {folder}",
+        )
+    if dicom.has_dicom_files(folder):
+        return folder
+    return None
+
+
+def is_ct_study(path: Path) -> bool:
+    """True for a folder holding a CT NIfTI or DICOM files (the attachment kind ``ct_series``)."""
+    try:
+        return path.is_dir() and _image_in(path) is not None
+    except ToolInputError:
+        return False
+
+
+def _segmentations_in(root: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    places = [root / n for n in SEG_DIR_NAMES if (root / n).is_dir()]
+    for place in places:
+        entries = sorted(place.iterdir())
+        loose_masks = [p for p in entries if p.is_file() and is_nifti(p) and _stem(p) not in TASKS]
+        for p in entries:
+            if _stem(p) in TASKS and (p.is_dir() or is_nifti(p)):
+                found.setdefault(_stem(p), p)
+        if len(loose_masks) > 1:  # TotalSegmentator's default output: one mask per structure
+            found.setdefault(infer_task({_stem(p) for p in loose_masks}), place)
+        elif len(loose_masks) == 1:  # one multilabel file with its own name
+            found.setdefault(task_of_file(loose_masks[0]), loose_masks[0])
+    for p in root.iterdir():  # multilabel files beside the CT: total.nii.gz, seg.nii.gz
+        if p.is_file() and is_nifti(p) and _is_seg_name(p):
+            found.setdefault(task_of_file(p), p)
+    return found
+
+
+def find_study(path: Path) -> CtStudy:
+    """Where the CT and its segmentations are, for a study folder, a DICOM folder/zip or a NIfTI file."""
+    path = Path(path)
+    if not path.exists():
+        raise ToolInputError(f"{path.name} が見つかりません。", f"missing: {path}")
+    if path.is_file():
+        if is_nifti(path) or zipfile.is_zipfile(path) or dicom.is_dicom_file(path):
+            return CtStudy(path.parent, path)
+        raise ToolInputError(
+            f"{path.name} は CT として読めない形式です（NIfTI・DICOM・zip を指定してください）。",
+            f"unsupported: {path}",
+        )
+    image = _image_in(path)
+    if image is None:
+        raise ToolInputError(
+            f"フォルダ {path.name} に CT（ct.nii.gz または DICOM）が見つかりません。",
+            f"no CT image in {path}",
+        )
+    return CtStudy(path, image, _segmentations_in(path))
+
+
+def load_segmentations(
+    study: CtStudy, ct: Volume, extra: list[Path] | None = None, tasks: tuple[str, ...] | None = None
+) -> dict[str, Segmentation]:
+    """Segmentations of ``tasks`` (default: all) plus ``extra`` ones, checked to lie on the CT grid."""
+    segs: dict[str, Segmentation] = {}
+    for task, p in study.segmentations.items():
+        if tasks is None or task in tasks:
+            segs[task] = load_segmentation(p, task=task)
+    for p in extra or []:
+        seg = load_segmentation(p)
+        segs[seg.task] = seg
+    for seg in segs.values():
+        check_aligned(seg, ct)
+    return segs
