@@ -24,6 +24,7 @@ BUILTIN_TOOLS: dict[str, str] = {
     "analyze_ecg": "dokuei.tools.analyze_ecg:AnalyzeEcg",
     "classify_chest_xray": "dokuei.tools.classify_chest_xray:ClassifyChestXray",
     "advise_cardiology": "dokuei.tools.advise_cardiology:AdviseCardiology",
+    "classify_ecg": "dokuei.tools.classify_ecg:ClassifyEcg",
 }
 
 
