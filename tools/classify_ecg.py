@@ -34,14 +34,20 @@ log = logging.getLogger(__name__)
 _CARD = model_card()
 _WEIGHTS_REL = f"{_CARD.weights_dir}/{_CARD.weights_file}"
 _PREP_REL = f"{_CARD.weights_dir}/{_CARD.preprocessing_file}"
-_INSTALL_JA = (
-    "PTB-XL（診断スーパークラス NORM/MI/STTC/CD/HYP）で学習した resnet1d_wang 型 1 次元 CNN の重み"
-    f"（state dict。ecg_ptbxl_benchmarking の fastai 保存形式も可）を $DOKUEI_WEIGHTS_DIR/{_WEIGHTS_REL} に、"
-    f"その重みの学習時の標準化の値（mean_mv, std_mv）と、必要なら sampling_rate_hz（100 または 500）・"
-    f"出力順 labels・閾値 thresholds を書いた JSON を $DOKUEI_WEIGHTS_DIR/{_PREP_REL} に置いてください"
+_WEIGHTS_INSTALL_JA = (
+    "PTB-XL の診断スーパークラス（NORM/MI/STTC/CD/HYP）で学習した resnet1d_wang 型 1 次元 CNN の重み"
+    "（state dict。ecg_ptbxl_benchmarking の fastai 保存形式も可）を利用者が用意して置いてください"
+    "（重みは自動ではダウンロードしません）。左室収縮機能低下（LVSD）の判定には、心エコーの LVEF で"
+    "学習した出力を持つ重みが別途必要です。"
+)
+_PREP_INSTALL_JA = (
+    "重みと同じフォルダに、その重みの学習時の標準化 mean_mv・std_mv（必要なら sampling_rate_hz 100/500、"
+    "出力順 labels、閾値 thresholds）を書いた JSON を置いてください"
     "（書式は knowledge/data/ecg_ptbxl_superdiagnostic.json と dokuei/models/ecg_classifier.py を参照）。"
-    "重みは自動ではダウンロードしません。左室収縮機能低下（LVSD）の判定には、心エコーの LVEF で学習した"
-    "出力を持つ重みが別途必要です。"
+)
+_INSTALL_JA = (
+    f"$DOKUEI_WEIGHTS_DIR/{_WEIGHTS_REL} に、{_WEIGHTS_INSTALL_JA}"
+    f"また $DOKUEI_WEIGHTS_DIR/{_PREP_REL} に、{_PREP_INSTALL_JA}"
 )
 ECG_WEIGHTS = WeightSpec(
     id=_CARD.weights_id,
@@ -50,7 +56,7 @@ ECG_WEIGHTS = WeightSpec(
     sha256=None,
     licence="user-supplied weights (PTB-XL data CC BY 4.0)",
     source="the user's own training on PTB-XL (e.g. github.com/helme/ecg_ptbxl_benchmarking, fastai_resnet1d_wang)",
-    install_ja=_INSTALL_JA,
+    install_ja=_WEIGHTS_INSTALL_JA,
 )
 ECG_PREPROCESSING = WeightSpec(
     id=f"{_CARD.weights_id}-preprocessing",
@@ -59,7 +65,7 @@ ECG_PREPROCESSING = WeightSpec(
     sha256=None,
     licence="user-supplied (belongs to the weights)",
     source="written by the user from the training run (standard_scaler mean_/scale_, label order, thresholds)",
-    install_ja=_INSTALL_JA,
+    install_ja=_PREP_INSTALL_JA,
 )
 
 #: normalised question words that ask for this model (see the module docstring for why plain
