@@ -28,6 +28,7 @@ BUILTIN_TOOLS: dict[str, str] = {
     "assess_recist_response": "dokuei.tools.assess_recist_response:AssessRecistResponse",
     "segment_ct": "dokuei.tools.segment_ct:SegmentCt",
     "measure_body_composition": "dokuei.tools.measure_body_composition:MeasureBodyComposition",
+    "classify_ecg": "dokuei.tools.classify_ecg:ClassifyEcg",
 }
 
 
