@@ -26,7 +26,7 @@ class Source:
 
     def text_for_check(self) -> str:
         """Everything a statement citing this source may rest on."""
-        if self.citation.kind == "report":
+        if self.citation.kind != "tool_result":
             return self.citation.text + " " + self.citation.label_ja
         output = json.dumps(self.result.output, ensure_ascii=False) if self.result.output else ""
         return " ".join([self.result.summary_ja, output, self.citation.text])
@@ -52,7 +52,7 @@ def number_sources(results: list[ToolResult]) -> list[Source]:
 def source_list(sources: list[Source]) -> str:
     lines = [SOURCES_HEADER]
     for s in sources:
-        status = "" if s.citation.kind == "report" else f"（{_status_ja(s.result.status)}）"
+        status = f"（{_status_ja(s.result.status)}）" if s.citation.kind == "tool_result" else ""
         lines.append(f"[{s.number}] {s.citation.label_ja}{status}")
     return "\n".join(lines)
 
@@ -109,8 +109,9 @@ def llm_messages(question: str, sources: list[Source], patient_ja: str) -> list[
     """The messages for an LLM composer: system rules, then the question and the numbered sources."""
     blocks = []
     for s in sources:
-        if s.citation.kind == "report":
-            blocks.append(f"[{s.number}] レポート {s.citation.label_ja}: {s.citation.text}")
+        if s.citation.kind != "tool_result":
+            kind = "レポート" if s.citation.kind == "report" else "基準・文献"
+            blocks.append(f"[{s.number}] {kind} {s.citation.label_ja}: {s.citation.text}")
         else:
             blocks.append(f"[{s.number}] {s.result.compact_json()}")
     user = prompts.COMPOSE_USER_JA.format(question=question, patient=patient_ja or "（なし）",

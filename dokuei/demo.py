@@ -64,7 +64,7 @@ def prepare(settings: Settings, n_synthetic: int) -> list[DemoCase]:
 
     def ct_phantom() -> Path:
         module = importlib.import_module("dokuei.phantoms.ct")
-        return Path(module.write_phantom_study(demo_dir / "ct_phantom"))
+        return Path(module.write_study(demo_dir / "ct_phantom"))
 
     study = _optional("CT ファントム（L3 ラベル付き）", ct_phantom)
     if isinstance(study, Path):
@@ -73,7 +73,7 @@ def prepare(settings: Settings, n_synthetic: int) -> list[DemoCase]:
 
     def node_pair() -> tuple[Path, Path]:
         module = importlib.import_module("dokuei.phantoms.nodes")
-        baseline, followup = module.write_phantom_pair(demo_dir / "node_phantom")
+        baseline, followup = module.write_pair(demo_dir / "node_phantom")
         return Path(baseline), Path(followup)
 
     pair = _optional("リンパ節ファントム（前回・今回）", node_pair)

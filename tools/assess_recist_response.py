@@ -182,7 +182,7 @@ class AssessRecistResponse(Tool[AssessRecistResponseInput]):
                     )
                 )
         citation = Citation(
-            id="recist_1_1", kind="report", label_ja="RECIST 1.1（Eisenhauer et al. 2009）", text=rules.source
+            id="recist_1_1", kind="reference", label_ja="RECIST 1.1（Eisenhauer et al. 2009）", text=rules.source
         )
         return Outcome(AssessRecistResponseOutput.model_validate(output), summary, artifacts, [citation])
 

@@ -63,7 +63,9 @@ class Citation(BaseModel):
     """Something an answer can cite: a tool result or a source document (a report)."""
 
     id: str = Field(description="stable id, e.g. 'judge_checkup' or 'report:R000123'")
-    kind: Literal["tool_result", "report"]
+    kind: Literal["tool_result", "report", "reference"] = Field(
+        description="tool_result: a tool's own output; report: an archived report quoted as evidence; "
+        "reference: the published criteria or guideline a tool applied (listed, not quoted)")
     label_ja: str = Field(description="how the citation is listed under the answer")
     text: str = Field(default="", description="the passage or summary the citation stands for")
 

@@ -195,7 +195,7 @@ class MeasureBodyComposition(Tool[MeasureBodyCompositionInput]):
         cited = sorted({j.source_id for j in bc.judgements if j.result != "not_assessable"})
         citations = [
             Citation(
-                id=f"criteria:{sid}", kind="report", label_ja=f"基準の出典: {sources[sid]}", text=sources[sid]
+                id=f"criteria:{sid}", kind="reference", label_ja=f"基準の出典: {sources[sid]}", text=sources[sid]
             )
             for sid in cited
         ]

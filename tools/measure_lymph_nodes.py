@@ -133,7 +133,7 @@ class MeasureLymphNodes(Tool[MeasureLymphNodesInput]):
                 Artifact(path=str(png), kind="image", caption_ja="リンパ節の計測断面（黄: 長径、水色: 短径）")
             )
         citation = Citation(
-            id="recist_1_1", kind="report", label_ja="RECIST 1.1（Eisenhauer et al. 2009）", text=rules.source
+            id="recist_1_1", kind="reference", label_ja="RECIST 1.1（Eisenhauer et al. 2009）", text=rules.source
         )
         return Outcome(
             MeasureLymphNodesOutput.model_validate(output), summary, artifacts, [citation], model_version=None
