@@ -163,6 +163,7 @@ def cmd_weights(args: argparse.Namespace, settings: Settings) -> int:
             rows.append({"tool": tool.name, "id": spec.id, "version": spec.version, "path": str(check.path),
                          "present": check.present, "verified": check.verified, "sha256": check.sha256,
                          "licence": spec.licence, "status_ja": check.reason_ja})
+    rows.extend(_totalseg_rows(settings))
     if args.json:
         _out(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
@@ -173,6 +174,21 @@ def cmd_weights(args: argparse.Namespace, settings: Settings) -> int:
         state = "OK" if row["present"] else "MISSING"
         _out(f"{row['tool']:<24} {row['id']:<32} {state:<8} {row['path']}\n    {row['status_ja']}")
     return 0
+
+
+def _totalseg_rows(settings: Settings) -> list[dict[str, Any]]:
+    """TotalSegmentator's nnU-Net datasets, found the way its backend looks for them."""
+    from dokuei.io import totalseg
+
+    rows = []
+    for task, fast in (("total", True), ("total", False), ("abdominal_muscles", False), ("tissue_types", False)):
+        found = totalseg.find_weights(task, fast, settings)
+        name = f"totalsegmentator {task}{' --fast' if fast else ''}"
+        rows.append({"tool": "segment_ct", "id": name, "version": totalseg.totalseg_version(),
+                     "path": str(found or settings.weights_root / "totalsegmentator"), "present": found is not None,
+                     "verified": False, "sha256": None, "licence": "Apache-2.0 (tissue_types: licence key)",
+                     "status_ja": "インストール済み" if found else totalseg.install_ja(task, fast, settings)})
+    return rows
 
 
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
