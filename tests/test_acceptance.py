@@ -8,6 +8,7 @@ pydicom's real 12-lead waveform_ecg.dcm (MIT licence, pydicom test data).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Agent:
     return Agent(Settings.load(home=tmp_path_factory.mktemp("home")))
 
 
-def _output(turn: TurnResult, tool: str) -> dict[str, object]:
+def _output(turn: TurnResult, tool: str) -> dict[str, Any]:
     result = next(r for r in turn.results if r.tool == tool)
     assert result.output is not None, result.summary_ja
     return result.output
