@@ -21,6 +21,7 @@ ENTRY_POINT_GROUP = "dokuei.tools"
 #: name -> "module:Class". Adding a tool = one line here + its file + its test.
 BUILTIN_TOOLS: dict[str, str] = {
     "judge_checkup": "dokuei.tools.judge_checkup:JudgeCheckup",
+    "search_reports": "dokuei.tools.search_reports:SearchReports",
 }
 
 
