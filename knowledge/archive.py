@@ -42,9 +42,11 @@ class EmbedderMismatchError(RuntimeError):
     """The index was built with another embedder (or dimension); mixing them would corrupt search."""
 
     def __init__(self, index_id: str, index_dim: int, wanted_id: str, wanted_dim: int) -> None:
-        self.message_ja = (f"レポート索引は埋め込みモデル {index_id}（{index_dim} 次元）で作成されています。"
-                           f"{wanted_id}（{wanted_dim} 次元）とは混在できません。設定を戻すか、索引を作り直してください"
-                           "（dokuei index import / index demo を新しい索引フォルダで実行）。")
+        self.message_ja = (
+            f"レポート索引は埋め込みモデル {index_id}（{index_dim} 次元）で作成されています。"
+            f"{wanted_id}（{wanted_dim} 次元）とは混在できません。設定を戻すか、索引を作り直してください"
+            "（dokuei index import / index demo を新しい索引フォルダで実行）。"
+        )
         super().__init__(f"index embedder {index_id}/{index_dim} != {wanted_id}/{wanted_dim}")
 
 
@@ -121,8 +123,13 @@ def _chroma_settings() -> Any:
 
 
 class ReportArchive:
-    def __init__(self, settings: Settings | None = None, chroma_url: str | None = None,
-                 embedder: Embedder | None = None, tokenizer: str = DEFAULT_TOKENIZER) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        chroma_url: str | None = None,
+        embedder: Embedder | None = None,
+        tokenizer: str = DEFAULT_TOKENIZER,
+    ) -> None:
         self.settings = settings or Settings.load()
         self.chroma_url = chroma_url if chroma_url is not None else self.settings.chroma_url
         self.root = archive_root(self.settings, self.chroma_url)
@@ -133,6 +140,7 @@ class ReportArchive:
         self._collection: Any = None
         self._lexical: BM25Index | None = None
         self._filters: FilterColumns | None = None
+        self._lexical_gen = -1
         self.salt = patient_salt(self.settings)
         self._check_salt()
 
@@ -156,8 +164,12 @@ class ReportArchive:
         if stored is None:
             self.store.set_meta("patient_salt_fingerprint", fp)
         elif stored != fp:
-            log.warning("patient id salt differs from the one this index was built with: patient filters "
-                        "will not match stored reports (%s != %s)", fp, stored)
+            log.warning(
+                "patient id salt differs from the one this index was built with: patient filters "
+                "will not match stored reports (%s != %s)",
+                fp,
+                stored,
+            )
 
     @property
     def backend(self) -> str:
@@ -169,10 +181,16 @@ class ReportArchive:
 
             if self.chroma_url:
                 u = urlparse(self.chroma_url)
-                self._client = chromadb.HttpClient(host=u.hostname or "127.0.0.1", port=u.port or 8000,
-                                                   ssl=u.scheme == "https", settings=_chroma_settings())
+                self._client = chromadb.HttpClient(
+                    host=u.hostname or "127.0.0.1",
+                    port=u.port or 8000,
+                    ssl=u.scheme == "https",
+                    settings=_chroma_settings(),
+                )
             else:
-                self._client = chromadb.PersistentClient(path=str(self.root / "chroma"), settings=_chroma_settings())
+                self._client = chromadb.PersistentClient(
+                    path=str(self.root / "chroma"), settings=_chroma_settings()
+                )
         return self._client
 
     def collection(self, create: bool = False) -> Any:
@@ -185,8 +203,11 @@ class ReportArchive:
             return None
         emb = self.embedder
         col = client.get_or_create_collection(
-            COLLECTION, embedding_function=None, metadata={"embedder": emb.id, "dim": emb.dim},
-            configuration={"hnsw": {"space": "cosine"}})
+            COLLECTION,
+            embedding_function=None,
+            metadata={"embedder": emb.id, "dim": emb.dim},
+            configuration={"hnsw": {"space": "cosine"}},
+        )
         meta = col.metadata or {}
         if meta.get("embedder") != emb.id or int(meta.get("dim", -1)) != emb.dim:
             raise EmbedderMismatchError(str(meta.get("embedder")), int(meta.get("dim", -1)), emb.id, emb.dim)
@@ -196,8 +217,14 @@ class ReportArchive:
         return col
 
     # --- writing --------------------------------------------------------------------------------
-    def upsert(self, records: Iterable[ReportRecord], batch_size: int = 512, progress: bool = True,
-               total: int | None = None, desc: str = "reports") -> UpsertReport:
+    def upsert(
+        self,
+        records: Iterable[ReportRecord],
+        batch_size: int = 512,
+        progress: bool = True,
+        total: int | None = None,
+        desc: str = "reports",
+    ) -> UpsertReport:
         """Idempotent upsert by report_id: unchanged reports (same content hash) are skipped unembedded.
 
         Vectors are written before the SQLite rows, batch by batch, so an interrupted import is resumed
@@ -251,7 +278,9 @@ class ReportArchive:
         col = self.collection(create=True)
         step = min(4096, int(self.client().get_max_batch_size()))
         for i in range(0, len(ids), step):
-            col.upsert(ids=ids[i:i + step], embeddings=np.stack(embs[i:i + step]), metadatas=metas[i:i + step])
+            col.upsert(
+                ids=ids[i : i + step], embeddings=np.stack(embs[i : i + step]), metadatas=metas[i : i + step]
+            )
         if stale:
             col.delete(ids=stale)
         self.store.upsert(todo)
@@ -279,8 +308,12 @@ class ReportArchive:
             self._lexical.save(path)
             self._filters.save(self.root / "filters.npz")
             self.store.set_meta(f"bm25_{self.tokenizer}_generation", str(gen))
-            log.info("lexical index (%s) over %d chunks built in %.1f s", self.tokenizer, len(rows),
-                     time.perf_counter() - t0)
+            log.info(
+                "lexical index (%s) over %d chunks built in %.1f s",
+                self.tokenizer,
+                len(rows),
+                time.perf_counter() - t0,
+            )
         self._lexical_gen = gen
         return self._lexical
 
@@ -288,8 +321,16 @@ class ReportArchive:
     def is_empty(self) -> bool:
         return self.store.count() == 0
 
-    def search(self, query: str, filters: Filters | None = None, k: int = 10, mode: SearchMode = "hybrid",
-               collapse: bool = True, candidates: int = 100, expand: bool = True) -> list[Hit]:
+    def search(
+        self,
+        query: str,
+        filters: Filters | None = None,
+        k: int = 10,
+        mode: SearchMode = "hybrid",
+        collapse: bool = True,
+        candidates: int = 100,
+        expand: bool = True,
+    ) -> list[Hit]:
         """The ``k`` best reports for ``query``: one hit per report (its best passage), fused by RRF."""
         filters = filters or Filters()
         dense: list[str] = []
@@ -334,10 +375,16 @@ class ReportArchive:
     def stats(self) -> IndexStats:
         col = self.collection() if self.store.get_meta("embedder") else None
         return IndexStats(
-            reports=self.store.count(), chunks=self.store.count_chunks(), vectors=int(col.count()) if col else 0,
-            embedder_id=self.store.get_meta("embedder"), dim=int(self.store.get_meta("dim") or 0) or None,
-            backend=self.backend, location=self.chroma_url or str(self.root), lexical_tokenizer=self.tokenizer,
-            details=self.store.stats())
+            reports=self.store.count(),
+            chunks=self.store.count_chunks(),
+            vectors=int(col.count()) if col else 0,
+            embedder_id=self.store.get_meta("embedder"),
+            dim=int(self.store.get_meta("dim") or 0) or None,
+            backend=self.backend,
+            location=self.chroma_url or str(self.root),
+            lexical_tokenizer=self.tokenizer,
+            details=self.store.stats(),
+        )
 
 
 def _batches(items: Iterable[ReportRecord], n: int) -> Iterator[list[ReportRecord]]:
@@ -352,9 +399,17 @@ def _batches(items: Iterable[ReportRecord], n: int) -> Iterator[list[ReportRecor
 
 
 def _chunk_metadata(rec: ReportRecord, c: Chunk) -> dict[str, Any]:
-    return {"report_id": rec.report_id, "patient_hash": rec.patient_hash, "study_date": rec.study_date_int,
-            "modality": rec.modality, "body_part": rec.body_part, "department": rec.department,
-            "organ": c.organ, "synthetic": rec.synthetic, "language": rec.language}
+    return {
+        "report_id": rec.report_id,
+        "patient_hash": rec.patient_hash,
+        "study_date": rec.study_date_int,
+        "modality": rec.modality,
+        "body_part": rec.body_part,
+        "department": rec.department,
+        "organ": c.organ,
+        "synthetic": rec.synthetic,
+        "language": rec.language,
+    }
 
 
 def _report_ranks(chunk_ids: Sequence[str], chunks: dict[str, ChunkRow]) -> dict[str, tuple[int, str]]:
@@ -367,8 +422,9 @@ def _report_ranks(chunk_ids: Sequence[str], chunks: dict[str, ChunkRow]) -> dict
     return out
 
 
-def _fuse(dense: dict[str, tuple[int, str]], lexical: dict[str, tuple[int, str]]
-          ) -> list[tuple[str, float, int | None, int | None, str]]:
+def _fuse(
+    dense: dict[str, tuple[int, str]], lexical: dict[str, tuple[int, str]]
+) -> list[tuple[str, float, int | None, int | None, str]]:
     """Reciprocal rank fusion (k=60) at report level; the passage is the lexical one when there is one."""
     fused = []
     for rid in dense.keys() | lexical.keys():
@@ -380,11 +436,29 @@ def _fuse(dense: dict[str, tuple[int, str]], lexical: dict[str, tuple[int, str]]
     return fused
 
 
-def _hit(rec: ReportRecord, ch: ChunkRow, score: float, d_rank: int | None, l_rank: int | None,
-         terms: Sequence[str]) -> Hit:
+def _hit(
+    rec: ReportRecord,
+    ch: ChunkRow,
+    score: float,
+    d_rank: int | None,
+    l_rank: int | None,
+    terms: Sequence[str],
+) -> Hit:
     passage, marked = highlight(ch.text, terms)
-    return Hit(report_id=rec.report_id, study_date=rec.study_date, modality=rec.modality,
-               body_part=rec.body_part, department=rec.department, passage=passage,
-               passage_highlighted=marked, score=round(score, 6), dense_rank=d_rank, lexical_rank=l_rank,
-               organ=ch.organ, labels=rec.labels, source=rec.source, synthetic=rec.synthetic,
-               language=rec.language)
+    return Hit(
+        report_id=rec.report_id,
+        study_date=rec.study_date,
+        modality=rec.modality,
+        body_part=rec.body_part,
+        department=rec.department,
+        passage=passage,
+        passage_highlighted=marked,
+        score=round(score, 6),
+        dense_rank=d_rank,
+        lexical_rank=l_rank,
+        organ=ch.organ,
+        labels=rec.labels,
+        source=rec.source,
+        synthetic=rec.synthetic,
+        language=rec.language,
+    )

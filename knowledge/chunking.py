@@ -72,8 +72,7 @@ def chunk_report(text: str, max_chars: int = 400, min_chars: int = 120) -> list[
         return []
     if spans[-1][1] - spans[0][0] <= max_chars:
         s, e = spans[0][0], spans[-1][1]
-        organ = organ_of(text[s:e]) or ""
-        return [Chunk(0, s, e, text[s:e], organ, "")]
+        return [Chunk(0, s, e, text[s:e], organ_of(text[s:e]) or "", "")]
     chunks: list[Chunk] = []
     current_organ = ""
     cur_start, cur_end = spans[0]
@@ -82,7 +81,9 @@ def chunk_report(text: str, max_chars: int = 400, min_chars: int = 120) -> list[
     for s, e in spans[1:]:
         organ = organ_of(text[s:e])
         too_long = e - cur_start > max_chars
-        new_organ = organ is not None and organ != (current_organ or cur_organ) and cur_end - cur_start >= min_chars
+        new_organ = (
+            organ is not None and organ != (current_organ or cur_organ) and cur_end - cur_start >= min_chars
+        )
         if too_long or new_organ:
             chunks.append(_make(len(chunks), text, cur_start, cur_end, cur_organ, cur_named))
             cur_start, cur_organ, cur_named = s, organ or current_organ or cur_organ, organ is not None

@@ -14,14 +14,17 @@ from dokuei.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``index`` command group (import, iu, demo, stats) to a parent parser's subparsers."""
     index = subparsers.add_parser("index", help="レポート索引の作成と確認 (report archive)")
     sub = index.add_subparsers(dest="index_command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--chroma-url", default=None,
-                       help="chromadb server URL (e.g. http://127.0.0.1:8000); default: embedded store")
+        p.add_argument(
+            "--chroma-url",
+            default=None,
+            help="chromadb server URL (e.g. http://127.0.0.1:8000); default: embedded store",
+        )
         p.add_argument("--json", action="store_true", help="print the result as JSON")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -39,7 +42,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--n", type=int, default=10_000, help="number of synthetic reports (default 10000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-iu", action="store_true", help="synthetic reports only")
-    p.add_argument("--export", type=Path, default=None, help="also write the synthetic rows (with labels) as JSONL")
+    p.add_argument(
+        "--export", type=Path, default=None, help="also write the synthetic rows (with labels) as JSONL"
+    )
     common(p)
     p.set_defaults(func=_cmd_demo)
 
@@ -84,8 +89,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if args.export:
         write_jsonl(args.export, args.n, args.seed)
-    stats = build_demo_index(Settings.load(), n_synthetic=args.n, chroma_url=args.chroma_url,
-                             include_iu=not args.no_iu, seed=args.seed, progress=not args.no_progress)
+    stats = build_demo_index(
+        Settings.load(),
+        n_synthetic=args.n,
+        chroma_url=args.chroma_url,
+        include_iu=not args.no_iu,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
     _print(args, asdict(stats), _stats_text(stats))
     return 0
 
@@ -98,14 +109,21 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 def _stats_text(stats) -> str:  # type: ignore[no-untyped-def]
     d = stats.details
-    lines = [f"レポート {stats.reports} 件、チャンク {stats.chunks}、ベクトル {stats.vectors}（{stats.backend}: "
-             f"{stats.location}）", f"埋め込み: {stats.embedder_id}（{stats.dim} 次元）、語彙索引: {stats.lexical_tokenizer}"]
+    lines = [
+        f"レポート {stats.reports} 件、チャンク {stats.chunks}、ベクトル {stats.vectors}（{stats.backend}: "
+        f"{stats.location}）",
+        f"埋め込み: {stats.embedder_id}（{stats.dim} 次元）、語彙索引: {stats.lexical_tokenizer}",
+    ]
     if d.get("reports"):
-        lines.append(f"合成 {d['synthetic']} 件、患者 {d['patients']} 人、検査日 {' 〜 '.join(d['date_range'])}")
+        lines.append(
+            f"合成 {d['synthetic']} 件、患者 {d['patients']} 人、検査日 {' 〜 '.join(d['date_range'])}"
+        )
         lines.append(f"モダリティ: {d['by_modality']}  部位: {d['by_body_part']}")
     for imp in d.get("imports", []):
-        lines.append(f"取り込み {imp['source']}: 新規 {imp['inserted']}、変更なし {imp['unchanged']}、"
-                     f"エラー {imp['errors']}（{imp['seconds']} 秒）")
+        lines.append(
+            f"取り込み {imp['source']}: 新規 {imp['inserted']}、変更なし {imp['unchanged']}、"
+            f"エラー {imp['errors']}（{imp['seconds']} 秒）"
+        )
     if stats.seconds:
         lines.append(f"所要時間 {stats.seconds:.0f} 秒")
     return "\n".join(lines)

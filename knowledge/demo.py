@@ -16,12 +16,19 @@ log = logging.getLogger(__name__)
 
 def import_synthetic(archive: ReportArchive, n: int, seed: int = 0, progress: bool = True) -> ImportResult:
     rows = ((i, row) for i, row in enumerate(generate(n, seed), start=1))
-    return import_rows(archive, rows, source=f"synthetic:{GENERATOR}:seed={seed}", synthetic=True,
-                       progress=progress, total=n)
+    return import_rows(
+        archive, rows, source=f"synthetic:{GENERATOR}:seed={seed}", synthetic=True, progress=progress, total=n
+    )
 
 
-def build_demo_index(settings: Settings | None = None, n_synthetic: int = 10_000, chroma_url: str | None = None,
-                     include_iu: bool = True, seed: int = 0, progress: bool = True) -> IndexStats:
+def build_demo_index(
+    settings: Settings | None = None,
+    n_synthetic: int = 10_000,
+    chroma_url: str | None = None,
+    include_iu: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+) -> IndexStats:
     """Import the IU reports (when fetched) and ``n_synthetic`` synthetic ones; idempotent, so a second
     call only checks hashes. Returns the index statistics with the wall time in ``seconds``."""
     t0 = time.perf_counter()
@@ -37,7 +44,16 @@ def build_demo_index(settings: Settings | None = None, n_synthetic: int = 10_000
     stats = archive.stats()
     stats.seconds = time.perf_counter() - t0
     stats.details["imports"] = [
-        {"source": r.source, "rows": r.rows, "inserted": r.inserted, "updated": r.updated,
-         "unchanged": r.unchanged, "errors": len(r.errors), "seconds": round(r.seconds, 1)} for r in results]
+        {
+            "source": r.source,
+            "rows": r.rows,
+            "inserted": r.inserted,
+            "updated": r.updated,
+            "unchanged": r.unchanged,
+            "errors": len(r.errors),
+            "seconds": round(r.seconds, 1),
+        }
+        for r in results
+    ]
     log.info("demo index: %d reports, %d chunks in %.0f s", stats.reports, stats.chunks, stats.seconds)
     return stats

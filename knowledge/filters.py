@@ -28,8 +28,9 @@ class Filters:
     date_to: date | None = None
 
     def is_empty(self) -> bool:
-        return not any((self.patient_id, self.modality, self.body_part, self.department, self.date_from,
-                        self.date_to))
+        return not any(
+            (self.patient_id, self.modality, self.body_part, self.department, self.date_from, self.date_to)
+        )
 
     def equalities(self, salt: str) -> dict[str, str]:
         eq: dict[str, str] = {}
@@ -73,7 +74,9 @@ class FilterColumns:
         cats: dict[str, list[str]] = {}
         for name, i in columns.items():
             values = np.asarray([str(r[i] or "") for r in rows], dtype=object)
-            uniq, inv = np.unique(values, return_inverse=True) if len(values) else (np.array([]), np.array([]))
+            uniq, inv = (
+                np.unique(values, return_inverse=True) if len(values) else (np.array([]), np.array([]))
+            )
             codes[name] = inv.astype(np.int32)
             cats[name] = [str(u) for u in uniq]
         return cls(codes, cats, np.asarray([int(r[2]) for r in rows], dtype=np.int32))
@@ -103,5 +106,8 @@ class FilterColumns:
     @classmethod
     def load(cls, path: Path) -> FilterColumns:
         a = np.load(path)
-        return cls({n: a[f"codes_{n}"] for n in _CATEGORICAL},
-                   {n: [str(x) for x in a[f"cats_{n}"]] for n in _CATEGORICAL}, a["study_date"])
+        return cls(
+            {n: a[f"codes_{n}"] for n in _CATEGORICAL},
+            {n: [str(x) for x in a[f"cats_{n}"]] for n in _CATEGORICAL},
+            a["study_date"],
+        )

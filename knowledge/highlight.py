@@ -8,9 +8,29 @@ from typing import Protocol, TypeVar
 
 from dokuei.knowledge.normalize import nfkc, nfkc_with_map
 
-_CONTENT = re.compile(r"[a-z0-9][a-z0-9.\-]*[a-z0-9]|[\u30a0-\u30ff\u3400-\u4dbf\u4e00-\u9fff々ー]{2,}",
-                      re.IGNORECASE)
-_EN_STOP = frozenset("the and with any for are was were there this that from have has report reports".split())
+_CONTENT = re.compile(
+    r"[a-z0-9][a-z0-9.\-]*[a-z0-9]|[\u30a0-\u30ff\u3400-\u4dbf\u4e00-\u9fff々ー]{2,}", re.IGNORECASE
+)
+_EN_STOP = frozenset(
+    [
+        "the",
+        "and",
+        "with",
+        "any",
+        "for",
+        "are",
+        "was",
+        "were",
+        "there",
+        "this",
+        "that",
+        "from",
+        "have",
+        "has",
+        "report",
+        "reports",
+    ]
+)
 MARK_OPEN, MARK_CLOSE = "**", "**"
 
 
@@ -72,7 +92,7 @@ H = TypeVar("H", bound=_HasPassage)
 
 def shingles(text: str, n: int = 3) -> set[str]:
     t = re.sub(r"\s+", "", nfkc(text).lower())
-    return {t[i:i + n] for i in range(max(1, len(t) - n + 1))}
+    return {t[i : i + n] for i in range(max(1, len(t) - n + 1))}
 
 
 def collapse_near_duplicates(hits: list[H], threshold: float = 0.9) -> list[H]:

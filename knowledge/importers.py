@@ -64,8 +64,10 @@ class ImportResult:
         return self.inserted + self.updated + self.unchanged
 
     def summary_ja(self) -> str:
-        text = (f"{self.source}: {self.rows} 行中 {self.imported} 件を取り込みました（新規 {self.inserted}、"
-                f"更新 {self.updated}、変更なし {self.unchanged}、エラー {len(self.errors)}）。")
+        text = (
+            f"{self.source}: {self.rows} 行中 {self.imported} 件を取り込みました（新規 {self.inserted}、"
+            f"更新 {self.updated}、変更なし {self.unchanged}、エラー {len(self.errors)}）。"
+        )
         for err in self.errors[:20]:
             text += f"\n  行 {err.row}: {err.reason_ja}"
         if len(self.errors) > 20:
@@ -77,8 +79,9 @@ def _canonical(raw: dict[str, Any]) -> dict[str, Any]:
     return {_ALIAS_TO_FIELD.get(nfkc(str(k)).lower(), str(k)): v for k, v in raw.items() if k is not None}
 
 
-def parse_row(row: int, raw: dict[str, Any], salt: str, source: str, language: str = "ja",
-              synthetic: bool = False) -> ReportRecord | RowError:
+def parse_row(
+    row: int, raw: dict[str, Any], salt: str, source: str, language: str = "ja", synthetic: bool = False
+) -> ReportRecord | RowError:
     """One export row -> a record, or the reason (Japanese) it cannot be imported."""
     values = _canonical(raw)
     text = {k: "" if values.get(k) is None else str(values.get(k)) for k in COLUMN_ALIASES if k != "labels"}
@@ -98,12 +101,21 @@ def parse_row(row: int, raw: dict[str, Any], salt: str, source: str, language: s
     meta = values.get("meta") if isinstance(values.get("meta"), dict) else {}
     pid = nfkc(text["patient_id"])
     return ReportRecord(
-        report_id=report_id, study_date=study_date, findings=text["findings"].strip(),
-        diagnosis=text["diagnosis"].strip(), clinical_info=text["clinical_info"].strip(),
-        patient_hash=hash_patient_id(pid, salt) if pid else "", modality=normalize_modality(text["modality"]),
-        body_part=normalize_body_part(text["body_part"]), department=nfkc(text["department"]), source=source,
-        synthetic=bool(values.get("synthetic", synthetic)), language=str(values.get("language") or language),
-        labels=[str(x) for x in labels], meta=dict(meta or {}))
+        report_id=report_id,
+        study_date=study_date,
+        findings=text["findings"].strip(),
+        diagnosis=text["diagnosis"].strip(),
+        clinical_info=text["clinical_info"].strip(),
+        patient_hash=hash_patient_id(pid, salt) if pid else "",
+        modality=normalize_modality(text["modality"]),
+        body_part=normalize_body_part(text["body_part"]),
+        department=nfkc(text["department"]),
+        source=source,
+        synthetic=bool(values.get("synthetic", synthetic)),
+        language=str(values.get("language") or language),
+        labels=[str(x) for x in labels],
+        meta=dict(meta or {}),
+    )
 
 
 def read_csv_rows(path: Path) -> tuple[str, Iterator[tuple[int, dict[str, Any] | str]]]:
@@ -148,9 +160,16 @@ def read_jsonl_rows(path: Path) -> tuple[str, Iterator[tuple[int, dict[str, Any]
     return encoding, rows()
 
 
-def import_rows(archive: ReportArchive, rows: Iterable[tuple[int, dict[str, Any] | str]], source: str,
-                encoding: str = "utf-8", language: str = "ja", synthetic: bool = False, progress: bool = True,
-                total: int | None = None) -> ImportResult:
+def import_rows(
+    archive: ReportArchive,
+    rows: Iterable[tuple[int, dict[str, Any] | str]],
+    source: str,
+    encoding: str = "utf-8",
+    language: str = "ja",
+    synthetic: bool = False,
+    progress: bool = True,
+    total: int | None = None,
+) -> ImportResult:
     """Validate rows, stream the good ones into ``archive.upsert``, and collect the bad ones."""
     result = ImportResult(source=source, encoding=encoding)
     seen: dict[str, int] = {}
@@ -159,11 +178,17 @@ def import_rows(archive: ReportArchive, rows: Iterable[tuple[int, dict[str, Any]
     def good() -> Iterator[ReportRecord]:
         for row, raw in rows:
             result.rows += 1
-            rec = RowError(row, raw) if isinstance(raw, str) else parse_row(
-                row, raw, archive.salt, source, language, synthetic)
+            rec = (
+                RowError(row, raw)
+                if isinstance(raw, str)
+                else parse_row(row, raw, archive.salt, source, language, synthetic)
+            )
             if isinstance(rec, ReportRecord) and rec.report_id in seen:
-                rec = RowError(row, f"レポートID {rec.report_id} が {seen[rec.report_id]} 行目と重複しています。",
-                               rec.report_id)
+                rec = RowError(
+                    row,
+                    f"レポートID {rec.report_id} が {seen[rec.report_id]} 行目と重複しています。",
+                    rec.report_id,
+                )
             if isinstance(rec, RowError):
                 log.warning("%s row %d skipped: %s", source, rec.row, rec.reason_ja)
                 result.errors.append(rec)

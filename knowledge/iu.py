@@ -43,9 +43,14 @@ def parse_report(xml_bytes: bytes) -> dict[str, Any]:
     return {
         "report_id": f"IU-{uid.get('id') if uid is not None else ''}",
         "study_date": (root.findtext("articleDate") or "2013-08-01").strip(),
-        "modality": "CR", "body_part": "胸部", "department": "",
-        "clinical_info": " ".join(x for x in (sections.get("INDICATION", ""), sections.get("COMPARISON", "")) if x),
-        "findings": sections.get("FINDINGS", ""), "diagnosis": sections.get("IMPRESSION", ""),
+        "modality": "CR",
+        "body_part": "胸部",
+        "department": "",
+        "clinical_info": " ".join(
+            x for x in (sections.get("INDICATION", ""), sections.get("COMPARISON", "")) if x
+        ),
+        "findings": sections.get("FINDINGS", ""),
+        "diagnosis": sections.get("IMPRESSION", ""),
         "labels": major,
         "meta": {"mesh_major": major, "mesh_automatic": automatic, "images": images, "licence": IU_LICENCE},
     }
@@ -69,13 +74,15 @@ def iter_rows(path: Path | None = None, limit: int | None = None) -> Iterator[tu
                 yield i, parse_report(fh.read())
 
 
-def import_iu(archive: ReportArchive, path: Path | None = None, limit: int | None = None,
-              progress: bool = True) -> ImportResult:
+def import_iu(
+    archive: ReportArchive, path: Path | None = None, limit: int | None = None, progress: bool = True
+) -> ImportResult:
     """Import the IU reports (all, or the first ``limit`` by file name). Reports with neither findings
     nor impression (a few dozen) are reported as row errors, like any empty row."""
     path = path or default_path()
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run `python -m dokuei.testdata` to fetch it")
     total = min(limit or IU_COUNT, IU_COUNT)
-    return import_rows(archive, iter_rows(path, limit), source=IU_SOURCE, language="en", progress=progress,
-                       total=total)
+    return import_rows(
+        archive, iter_rows(path, limit), source=IU_SOURCE, language="en", progress=progress, total=total
+    )

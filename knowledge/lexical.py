@@ -34,8 +34,40 @@ _LATIN = r"[a-z0-9]+(?:[.\-][a-z0-9]+)*"
 _CJK = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff々〆ヵヶー]+"
 _TOKEN = re.compile(f"({_LATIN})|({_CJK})")
 _EN_STOP = frozenset(
-    "a an the of and or in on at to is are was were be been with for by as there this that it its "
-    "from which these those has have had".split()
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "and",
+        "or",
+        "in",
+        "on",
+        "at",
+        "to",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "with",
+        "for",
+        "by",
+        "as",
+        "there",
+        "this",
+        "that",
+        "it",
+        "its",
+        "from",
+        "which",
+        "these",
+        "those",
+        "has",
+        "have",
+        "had",
+    ]
 )
 
 
@@ -56,7 +88,7 @@ def bigram_tokens(text: str) -> list[str]:
             if word in _EN_STOP:
                 continue
             out.append(word)
-            if prev and _joins(norm[prev_end:m.start()]):
+            if prev and _joins(norm[prev_end : m.start()]):
                 out.append(f"{prev}_{word}")
             prev, prev_end = word, m.end()
             continue
@@ -65,7 +97,7 @@ def bigram_tokens(text: str) -> list[str]:
         if len(run) == 1:
             out.append(run)
         else:
-            out.extend(run[i:i + 2] for i in range(len(run) - 1))
+            out.extend(run[i : i + 2] for i in range(len(run) - 1))
     return out
 
 
@@ -95,7 +127,7 @@ def janome_tokens(text: str) -> list[str]:
             continue
         for tok in _janome().tokenize(m.group(2)):
             pos = tok.part_of_speech.split(",")
-            if pos[0] not in _JANOME_KEEP or pos[1] in ("非自立", "接尾") and pos[0] != "名詞":
+            if pos[0] not in _JANOME_KEEP or (pos[1] in ("非自立", "接尾") and pos[0] != "名詞"):
                 continue
             out.append(tok.base_form if pos[0] in ("動詞", "形容詞") else tok.surface)
     return out
@@ -104,10 +136,14 @@ def janome_tokens(text: str) -> list[str]:
 TOKENIZERS: dict[str, Callable[[str], list[str]]] = {"bigram": bigram_tokens, "janome": janome_tokens}
 
 # --- negation scope ------------------------------------------------------------------------------
-_EN_NEG = re.compile(r"\b(?:no|without|negative for|free of|absence of|not|resolved|removed)\b", re.IGNORECASE)
+_EN_NEG = re.compile(
+    r"\b(?:no|without|negative for|free of|absence of|not|resolved|removed)\b", re.IGNORECASE
+)
 _EN_NEG_END = re.compile(r"\b(?:but|however|although|except)\b|;", re.IGNORECASE)
-_JA_NEG = re.compile(r"(?:認めない|認めません|認められない|認められません|認めず|指摘できない|指摘できず|"
-                     r"みられない|見られない|みられず|見られず|ありません|はない|なし|無し|消失|陰性|\(-\))")
+_JA_NEG = re.compile(
+    r"(?:認めない|認めません|認められない|認められません|認めず|指摘できない|指摘できず|"
+    r"みられない|見られない|みられず|見られず|ありません|はない|なし|無し|消失|陰性|\(-\))"
+)
 _JA_CLAUSE = re.compile(r"(?<=が、)|(?<=るも、)|(?<=が,)")
 _SENT = re.compile(r"(?<=[。．.!?！？])\s*|\n+")
 
@@ -124,7 +160,7 @@ def affirmed_text(text: str) -> str:
             m = _EN_NEG.search(clause)
             if m:
                 end = _EN_NEG_END.search(clause, m.end())
-                clause = clause[:m.start()] + (clause[end.start():] if end else "")
+                clause = clause[: m.start()] + (clause[end.start() :] if end else "")
             if clause.strip():
                 kept.append(clause.strip())
     return " ".join(kept)
@@ -138,8 +174,14 @@ class BM25Index:
     milliseconds. ``rows`` holds the caller's ids of the indexed passages, in matrix row order.
     """
 
-    def __init__(self, weights: sparse.csc_matrix, vocab: dict[str, int], rows: np.ndarray,
-                 tokenizer: str, negation: bool) -> None:
+    def __init__(
+        self,
+        weights: sparse.csc_matrix,
+        vocab: dict[str, int],
+        rows: np.ndarray,
+        tokenizer: str,
+        negation: bool,
+    ) -> None:
         self.weights = weights
         self.vocab = vocab
         self.rows = rows
@@ -154,8 +196,15 @@ class BM25Index:
         return TOKENIZERS[self.tokenizer](text)
 
     @classmethod
-    def build(cls, texts: Iterable[str], rows: Sequence[int] | np.ndarray, tokenizer: str = DEFAULT_TOKENIZER,
-              negation: bool = True, k1: float = 1.2, b: float = 0.75) -> BM25Index:
+    def build(
+        cls,
+        texts: Iterable[str],
+        rows: Sequence[int] | np.ndarray,
+        tokenizer: str = DEFAULT_TOKENIZER,
+        negation: bool = True,
+        k1: float = 1.2,
+        b: float = 0.75,
+    ) -> BM25Index:
         tok = TOKENIZERS[tokenizer]
         vocab: dict[str, int] = {}
         indptr = [0]
@@ -168,13 +217,17 @@ class BM25Index:
                 counts.append(c)
             indptr.append(len(indices))
         n_docs = len(indptr) - 1
-        tf_m = sparse.csr_matrix((np.asarray(counts, np.float32), np.asarray(indices, np.int32),
-                                  np.asarray(indptr, np.int64)), shape=(n_docs, max(len(vocab), 1)))
+        tf_m = sparse.csr_matrix(
+            (np.asarray(counts, np.float32), np.asarray(indices, np.int32), np.asarray(indptr, np.int64)),
+            shape=(n_docs, max(len(vocab), 1)),
+        )
         doc_len = np.asarray(tf_m.sum(axis=1)).ravel()
         avgdl = float(doc_len.mean()) if n_docs else 1.0
         df = np.bincount(tf_m.indices, minlength=tf_m.shape[1]).astype(np.float32)
         idf = np.log1p((n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
-        norm = np.repeat(k1 * (1 - b + b * doc_len / max(avgdl, 1e-9)), np.diff(tf_m.indptr)).astype(np.float32)
+        norm = np.repeat(k1 * (1 - b + b * doc_len / max(avgdl, 1e-9)), np.diff(tf_m.indptr)).astype(
+            np.float32
+        )
         tf_m.data = idf[tf_m.indices] * tf_m.data * (k1 + 1) / (tf_m.data + norm)
         return cls(tf_m.tocsc(), vocab, np.asarray(rows, np.int64), tokenizer, negation)
 
@@ -191,8 +244,9 @@ class BM25Index:
         weights = np.fromiter(terms.values(), np.float32)
         return np.asarray(self.weights[:, ids] @ weights).ravel()
 
-    def top(self, query: str, k: int, mask: np.ndarray | None = None,
-            extra_terms: Sequence[str] = ()) -> list[tuple[int, float]]:
+    def top(
+        self, query: str, k: int, mask: np.ndarray | None = None, extra_terms: Sequence[str] = ()
+    ) -> list[tuple[int, float]]:
         """(row id, score) of the best ``k`` rows with a positive score, restricted to ``mask``."""
         s = self.scores(query, extra_terms)
         if mask is not None:
@@ -207,14 +261,26 @@ class BM25Index:
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         w = self.weights
-        np.savez(path.with_suffix(".npz"), data=w.data, indices=w.indices, indptr=w.indptr,
-                 shape=np.asarray(w.shape), rows=self.rows)
-        path.with_suffix(".json").write_text(json.dumps(
-            {"tokenizer": self.tokenizer, "negation": self.negation, "vocab": self.vocab}, ensure_ascii=False))
+        np.savez(
+            path.with_suffix(".npz"),
+            data=w.data,
+            indices=w.indices,
+            indptr=w.indptr,
+            shape=np.asarray(w.shape),
+            rows=self.rows,
+        )
+        path.with_suffix(".json").write_text(
+            json.dumps(
+                {"tokenizer": self.tokenizer, "negation": self.negation, "vocab": self.vocab},
+                ensure_ascii=False,
+            )
+        )
 
     @classmethod
     def load(cls, path: Path) -> BM25Index:
         arrays = np.load(path.with_suffix(".npz"))
         meta = json.loads(path.with_suffix(".json").read_text())
-        w = sparse.csc_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=tuple(arrays["shape"]))
+        w = sparse.csc_matrix(
+            (arrays["data"], arrays["indices"], arrays["indptr"]), shape=tuple(arrays["shape"])
+        )
         return cls(w, meta["vocab"], arrays["rows"], meta["tokenizer"], meta["negation"])

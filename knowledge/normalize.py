@@ -28,7 +28,11 @@ def detect_encoding(raw: bytes, partial: bool = False) -> str:
         try:
             raw.decode(enc)
         except UnicodeDecodeError as exc:
-            if partial and exc.start >= len(raw) - 3 and exc.reason.startswith(("unexpected end", "incomplete")):
+            if (
+                partial
+                and exc.start >= len(raw) - 3
+                and exc.reason.startswith(("unexpected end", "incomplete"))
+            ):
                 return enc
             continue
         return enc

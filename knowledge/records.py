@@ -34,15 +34,47 @@ def salt_fingerprint(salt: str) -> str:
 
 
 _MODALITY = {
-    "CT": "CT", "MR": "MR", "MRI": "MR", "CR": "CR", "DX": "DX", "XR": "CR", "X線": "CR", "単純X線": "CR",
-    "胸部X線": "CR", "レントゲン": "CR", "US": "US", "超音波": "US", "エコー": "US", "MG": "MG",
-    "マンモグラフィ": "MG", "PT": "PT", "PET": "PT", "NM": "NM", "RI": "NM",
+    "CT": "CT",
+    "MR": "MR",
+    "MRI": "MR",
+    "CR": "CR",
+    "DX": "DX",
+    "XR": "CR",
+    "X線": "CR",
+    "単純X線": "CR",
+    "胸部X線": "CR",
+    "レントゲン": "CR",
+    "US": "US",
+    "超音波": "US",
+    "エコー": "US",
+    "MG": "MG",
+    "マンモグラフィ": "MG",
+    "PT": "PT",
+    "PET": "PT",
+    "NM": "NM",
+    "RI": "NM",
 }
 _BODY_PART = {
-    "HEAD": "頭部", "BRAIN": "頭部", "頭": "頭部", "頭部": "頭部", "脳": "頭部",
-    "CHEST": "胸部", "THORAX": "胸部", "LUNG": "胸部", "胸": "胸部", "胸部": "胸部",
-    "ABDOMEN": "腹部", "腹": "腹部", "腹部": "腹部", "PELVIS": "骨盤部", "骨盤": "骨盤部", "骨盤部": "骨盤部",
-    "CHEST-ABDOMEN": "胸腹部", "胸腹部": "胸腹部", "NECK": "頸部", "頸部": "頸部",
+    "HEAD": "頭部",
+    "BRAIN": "頭部",
+    "頭": "頭部",
+    "頭部": "頭部",
+    "脳": "頭部",
+    "CHEST": "胸部",
+    "THORAX": "胸部",
+    "LUNG": "胸部",
+    "胸": "胸部",
+    "胸部": "胸部",
+    "ABDOMEN": "腹部",
+    "腹": "腹部",
+    "腹部": "腹部",
+    "PELVIS": "骨盤部",
+    "骨盤": "骨盤部",
+    "骨盤部": "骨盤部",
+    "CHEST-ABDOMEN": "胸腹部",
+    "胸腹部": "胸腹部",
+    "NECK": "頸部",
+    "頸部": "頸部",
 }
 
 
@@ -87,12 +119,25 @@ class ReportRecord:
         describes the question, not the image, and leaving it out keeps embedding cheap.
         """
         heads = ("【所見】", "【診断】") if self.language == "ja" else ("FINDINGS: ", "IMPRESSION: ")
-        parts = [f"{head}{body.strip()}" for head, body in zip(heads, (self.findings, self.diagnosis), strict=True)
-                 if body.strip()]
+        parts = [
+            f"{head}{body.strip()}"
+            for head, body in zip(heads, (self.findings, self.diagnosis), strict=True)
+            if body.strip()
+        ]
         return "\n".join(parts)
 
     def content_hash(self) -> str:
         """What decides whether a re-import changes anything (idempotent upsert)."""
-        key = "\x1f".join([self.clinical_info, self.full_text(), self.patient_hash, str(self.study_date_int), self.modality,
-                           self.body_part, self.department, ",".join(self.labels)])
+        key = "\x1f".join(
+            [
+                self.clinical_info,
+                self.full_text(),
+                self.patient_hash,
+                str(self.study_date_int),
+                self.modality,
+                self.body_part,
+                self.department,
+                ",".join(self.labels),
+            ]
+        )
         return hashlib.sha256(key.encode()).hexdigest()[:24]

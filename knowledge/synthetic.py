@@ -38,44 +38,115 @@ class Track:
 
 
 TRACKS: tuple[Track, ...] = (
-    Track("CT", "胸部", ("呼吸器内科", "呼吸器外科", "健診センター"),
-          ("咳嗽精査。", "肺癌術後フォロー。", "健診で胸部異常影を指摘。", "発熱、呼吸苦。", "喫煙歴あり。"),
-          ("nodule", "pleural_effusion", "emphysema", "ground_glass", "consolidation", "lymphadenopathy",
-           "cardiomegaly", "atelectasis"),
-          (("pleural_effusion", "胸水は認めない。"), ("lymphadenopathy", "縦隔・肺門リンパ節の腫大は認めない。"),
-           ("nodule", "明らかな結節影は認めない。"), ("pericardial_effusion", "心嚢水貯留なし。"),
-           ("consolidation", "浸潤影は認めない。"))),
-    Track("CR", "胸部", ("内科", "健診センター", "救急科"),
-          ("健診。", "発熱。", "術前検査。", "呼吸苦。"),
-          ("cardiomegaly", "pleural_effusion", "consolidation", "nodule", "pneumothorax", "atelectasis"),
-          (("cardiomegaly", "心胸郭比は正常範囲。"), ("pleural_effusion", "両側肋横隔膜角は鋭。"),
-           ("pneumothorax", "気胸なし。"), ("consolidation", "明らかな肺野異常影なし。"))),
-    Track("CT", "腹部", ("消化器内科", "消化器外科", "泌尿器科"),
-          ("肝機能異常。", "腹痛精査。", "大腸癌術後フォロー。", "血尿。", "体重減少。"),
-          ("low_attenuation", "liver_cyst", "hemangioma", "fatty_liver", "gallstone", "renal_cyst", "renal_stone",
-           "splenomegaly", "ascites", "pancreatic_cyst", "aneurysm", "lymphadenopathy"),
-          (("low_attenuation", "肝に明らかな腫瘤性病変は認めない。"), ("ascites", "腹水は認めない。"),
-           ("gallstone", "胆嚢に結石なし。"), ("lymphadenopathy", "有意なリンパ節腫大は認めない。"),
-           ("splenomegaly", "脾腫なし。"))),
-    Track("MR", "腹部", ("消化器内科",),
-          ("肝腫瘤精査。", "膵嚢胞フォロー。"),
-          ("low_attenuation", "liver_cyst", "hemangioma", "pancreatic_cyst"),
-          (("low_attenuation", "肝に拡散制限を示す結節は認めない。"), ("ascites", "腹水なし。"))),
-    Track("MR", "頭部", ("脳神経内科", "脳神経外科", "健診センター"),
-          ("めまい。", "頭痛精査。", "脳ドック。", "右上下肢脱力。", "もの忘れ。"),
-          ("cerebral_infarction", "white_matter", "aneurysm", "hemorrhage"),
-          (("cerebral_infarction", "DWI で新鮮梗塞を示唆する高信号は認めない。"), ("hemorrhage", "頭蓋内出血なし。"),
-           ("aneurysm", "MRA で明らかな動脈瘤は指摘できない。"))),
-    Track("CT", "頭部", ("救急科", "脳神経外科"),
-          ("頭部打撲。", "意識障害。", "頭痛。"),
-          ("hemorrhage", "cerebral_infarction", "white_matter"),
-          (("hemorrhage", "頭蓋内出血は認めない。"), ("cerebral_infarction", "明らかな新鮮梗塞は認めない。"),
-           ("fracture", "頭蓋骨骨折なし。"))),
+    Track(
+        "CT",
+        "胸部",
+        ("呼吸器内科", "呼吸器外科", "健診センター"),
+        ("咳嗽精査。", "肺癌術後フォロー。", "健診で胸部異常影を指摘。", "発熱、呼吸苦。", "喫煙歴あり。"),
+        (
+            "nodule",
+            "pleural_effusion",
+            "emphysema",
+            "ground_glass",
+            "consolidation",
+            "lymphadenopathy",
+            "cardiomegaly",
+            "atelectasis",
+        ),
+        (
+            ("pleural_effusion", "胸水は認めない。"),
+            ("lymphadenopathy", "縦隔・肺門リンパ節の腫大は認めない。"),
+            ("nodule", "明らかな結節影は認めない。"),
+            ("pericardial_effusion", "心嚢水貯留なし。"),
+            ("consolidation", "浸潤影は認めない。"),
+        ),
+    ),
+    Track(
+        "CR",
+        "胸部",
+        ("内科", "健診センター", "救急科"),
+        ("健診。", "発熱。", "術前検査。", "呼吸苦。"),
+        ("cardiomegaly", "pleural_effusion", "consolidation", "nodule", "pneumothorax", "atelectasis"),
+        (
+            ("cardiomegaly", "心胸郭比は正常範囲。"),
+            ("pleural_effusion", "両側肋横隔膜角は鋭。"),
+            ("pneumothorax", "気胸なし。"),
+            ("consolidation", "明らかな肺野異常影なし。"),
+        ),
+    ),
+    Track(
+        "CT",
+        "腹部",
+        ("消化器内科", "消化器外科", "泌尿器科"),
+        ("肝機能異常。", "腹痛精査。", "大腸癌術後フォロー。", "血尿。", "体重減少。"),
+        (
+            "low_attenuation",
+            "liver_cyst",
+            "hemangioma",
+            "fatty_liver",
+            "gallstone",
+            "renal_cyst",
+            "renal_stone",
+            "splenomegaly",
+            "ascites",
+            "pancreatic_cyst",
+            "aneurysm",
+            "lymphadenopathy",
+        ),
+        (
+            ("low_attenuation", "肝に明らかな腫瘤性病変は認めない。"),
+            ("ascites", "腹水は認めない。"),
+            ("gallstone", "胆嚢に結石なし。"),
+            ("lymphadenopathy", "有意なリンパ節腫大は認めない。"),
+            ("splenomegaly", "脾腫なし。"),
+        ),
+    ),
+    Track(
+        "MR",
+        "腹部",
+        ("消化器内科",),
+        ("肝腫瘤精査。", "膵嚢胞フォロー。"),
+        ("low_attenuation", "liver_cyst", "hemangioma", "pancreatic_cyst"),
+        (("low_attenuation", "肝に拡散制限を示す結節は認めない。"), ("ascites", "腹水なし。")),
+    ),
+    Track(
+        "MR",
+        "頭部",
+        ("脳神経内科", "脳神経外科", "健診センター"),
+        ("めまい。", "頭痛精査。", "脳ドック。", "右上下肢脱力。", "もの忘れ。"),
+        ("cerebral_infarction", "white_matter", "aneurysm", "hemorrhage"),
+        (
+            ("cerebral_infarction", "DWI で新鮮梗塞を示唆する高信号は認めない。"),
+            ("hemorrhage", "頭蓋内出血なし。"),
+            ("aneurysm", "MRA で明らかな動脈瘤は指摘できない。"),
+        ),
+    ),
+    Track(
+        "CT",
+        "頭部",
+        ("救急科", "脳神経外科"),
+        ("頭部打撲。", "意識障害。", "頭痛。"),
+        ("hemorrhage", "cerebral_infarction", "white_matter"),
+        (
+            ("hemorrhage", "頭蓋内出血は認めない。"),
+            ("cerebral_infarction", "明らかな新鮮梗塞は認めない。"),
+            ("fracture", "頭蓋骨骨折なし。"),
+        ),
+    ),
 )
 
 # code -> (probability on its track, whether it has a size that is followed up)
-_SIZED = {"nodule", "low_attenuation", "liver_cyst", "hemangioma", "pancreatic_cyst", "aneurysm", "lymphadenopathy",
-          "renal_cyst", "hemorrhage"}
+_SIZED = {
+    "nodule",
+    "low_attenuation",
+    "liver_cyst",
+    "hemangioma",
+    "pancreatic_cyst",
+    "aneurysm",
+    "lymphadenopathy",
+    "renal_cyst",
+    "hemorrhage",
+}
 
 
 @dataclass
@@ -99,35 +170,72 @@ def _describe(code: str, where: str, size: int | None, rng: random.Random) -> tu
     """(findings sentence, diagnosis phrase) for one positive finding."""
     s = f"{size}mm" if size else ""
     table: dict[str, tuple[list[str], str]] = {
-        "nodule": ([f"{where}に{s}大の充実性結節を認める。", f"{where}に径{s}の結節影あり。",
-                    f"{where}に{s}の小結節を認める。辺縁はやや不整。"], f"{where}結節（{s}）"),
-        "pleural_effusion": ([f"{where}胸水を少量認める。", f"{where}に中等量の胸水貯留あり。"], f"{where}胸水"),
+        "nodule": (
+            [
+                f"{where}に{s}大の充実性結節を認める。",
+                f"{where}に径{s}の結節影あり。",
+                f"{where}に{s}の小結節を認める。辺縁はやや不整。",
+            ],
+            f"{where}結節（{s}）",
+        ),
+        "pleural_effusion": (
+            [f"{where}胸水を少量認める。", f"{where}に中等量の胸水貯留あり。"],
+            f"{where}胸水",
+        ),
         "emphysema": (["両肺上葉優位に小葉中心性肺気腫を認める。", "両肺に気腫性変化あり。"], "肺気腫"),
-        "ground_glass": ([f"{where}にすりガラス影を認める。", f"{where}に淡いすりガラス状陰影あり。"], f"{where}すりガラス影"),
-        "consolidation": ([f"{where}に浸潤影を認める。肺炎を疑う。", f"{where}に air bronchogram を伴う浸潤影。"],
-                          f"{where}肺炎疑い"),
-        "lymphadenopathy": ([f"{where}リンパ節の腫大を認める（短径{s}）。", f"{where}に短径{s}のリンパ節腫大あり。"],
-                            f"{where}リンパ節腫大"),
+        "ground_glass": (
+            [f"{where}にすりガラス影を認める。", f"{where}に淡いすりガラス状陰影あり。"],
+            f"{where}すりガラス影",
+        ),
+        "consolidation": (
+            [f"{where}に浸潤影を認める。肺炎を疑う。", f"{where}に air bronchogram を伴う浸潤影。"],
+            f"{where}肺炎疑い",
+        ),
+        "lymphadenopathy": (
+            [f"{where}リンパ節の腫大を認める（短径{s}）。", f"{where}に短径{s}のリンパ節腫大あり。"],
+            f"{where}リンパ節腫大",
+        ),
         "cardiomegaly": (["心拡大を認める。", f"心胸郭比 {rng.randint(52, 65)}% と心拡大あり。"], "心拡大"),
         "atelectasis": ([f"{where}に板状無気肺を認める。", f"{where}に無気肺あり。"], f"{where}無気肺"),
         "pneumothorax": ([f"{where}に気胸を認める。", f"{where}気胸あり、肺尖部は虚脱。"], f"{where}気胸"),
-        "low_attenuation": ([f"肝{where}に{s}大の低吸収域を認める。", f"肝{where}に径{s}の境界やや不明瞭な低吸収域あり。"],
-                            f"肝{where}低吸収域（{s}）、転移の除外を要する"),
+        "low_attenuation": (
+            [f"肝{where}に{s}大の低吸収域を認める。", f"肝{where}に径{s}の境界やや不明瞭な低吸収域あり。"],
+            f"肝{where}低吸収域（{s}）、転移の除外を要する",
+        ),
         "liver_cyst": ([f"肝{where}に{s}の嚢胞を認める。", f"肝{where}に{s}大の肝嚢胞あり。"], "肝嚢胞"),
-        "hemangioma": ([f"肝{where}に{s}の早期濃染と遷延性濃染を示す結節。血管腫を疑う。"], f"肝{where}血管腫疑い"),
+        "hemangioma": (
+            [f"肝{where}に{s}の早期濃染と遷延性濃染を示す結節。血管腫を疑う。"],
+            f"肝{where}血管腫疑い",
+        ),
         "fatty_liver": (["肝実質の CT 値低下あり、脂肪肝の所見。", "びまん性の脂肪肝を認める。"], "脂肪肝"),
         "gallstone": (["胆嚢内に結石を認める。", "胆嚢結石あり。壁肥厚なし。"], "胆石"),
         "renal_cyst": ([f"{where}腎に{s}の嚢胞を認める。", f"{where}腎嚢胞（{s}）あり。"], f"{where}腎嚢胞"),
-        "renal_stone": ([f"{where}腎に結石を認める。水腎症なし。", f"{where}腎下極に小結石あり。"], f"{where}腎結石"),
+        "renal_stone": (
+            [f"{where}腎に結石を認める。水腎症なし。", f"{where}腎下極に小結石あり。"],
+            f"{where}腎結石",
+        ),
         "splenomegaly": (["脾腫を認める。", "脾臓の腫大あり。"], "脾腫"),
         "ascites": (["少量の腹水を認める。", "肝周囲に腹水あり。"], "腹水"),
-        "pancreatic_cyst": ([f"膵{where}に{s}の嚢胞性病変を認める。IPMN を疑う。", f"膵{where}に{s}大の膵嚢胞あり。"],
-                            f"膵嚢胞（IPMN 疑い、{s}）"),
-        "aneurysm": ([f"{where}に{s}の動脈瘤を認める。", f"{where}に最大径{s}の瘤あり。"], f"{where}動脈瘤（{s}）"),
-        "cerebral_infarction": ([f"{where}に陳旧性ラクナ梗塞を認める。", f"{where}に DWI 高信号域あり、急性期脳梗塞を疑う。"],
-                                f"{where}脳梗塞"),
-        "white_matter": (["両側大脳白質に慢性虚血性変化を認める。", "深部白質に散在性の白質病変あり。"], "慢性虚血性変化"),
-        "hemorrhage": ([f"{where}に{s}大の血腫を認める。", f"{where}に高吸収域あり、出血（{s}）を疑う。"], f"{where}出血"),
+        "pancreatic_cyst": (
+            [f"膵{where}に{s}の嚢胞性病変を認める。IPMN を疑う。", f"膵{where}に{s}大の膵嚢胞あり。"],
+            f"膵嚢胞（IPMN 疑い、{s}）",
+        ),
+        "aneurysm": (
+            [f"{where}に{s}の動脈瘤を認める。", f"{where}に最大径{s}の瘤あり。"],
+            f"{where}動脈瘤（{s}）",
+        ),
+        "cerebral_infarction": (
+            [f"{where}に陳旧性ラクナ梗塞を認める。", f"{where}に DWI 高信号域あり、急性期脳梗塞を疑う。"],
+            f"{where}脳梗塞",
+        ),
+        "white_matter": (
+            ["両側大脳白質に慢性虚血性変化を認める。", "深部白質に散在性の白質病変あり。"],
+            "慢性虚血性変化",
+        ),
+        "hemorrhage": (
+            [f"{where}に{s}大の血腫を認める。", f"{where}に高吸収域あり、出血（{s}）を疑う。"],
+            f"{where}出血",
+        ),
     }
     sentences, dx = table[code]
     return rng.choice(sentences), dx
@@ -156,8 +264,12 @@ def _where(code: str, body_part: str, rng: random.Random) -> str:
 
 
 def _size(code: str, rng: random.Random) -> int:
-    return {"nodule": rng.randint(4, 28), "aneurysm": rng.randint(4, 45), "lymphadenopathy": rng.randint(10, 25),
-            "hemorrhage": rng.randint(8, 40)}.get(code, rng.randint(5, 35))
+    return {
+        "nodule": rng.randint(4, 28),
+        "aneurysm": rng.randint(4, 45),
+        "lymphadenopathy": rng.randint(10, 25),
+        "hemorrhage": rng.randint(8, 40),
+    }.get(code, rng.randint(5, 35))
 
 
 def _report(p: Patient, track: Track, study: date, n: int, rng: random.Random, seed: int) -> dict[str, Any]:
@@ -173,8 +285,10 @@ def _report(p: Patient, track: Track, study: date, n: int, rng: random.Random, s
             lesion.size_mm = max(2, round(before * rng.choice((0.7, 0.9, 1.0, 1.0, 1.15, 1.4))))
             change = "増大" if lesion.size_mm > before else "縮小" if lesion.size_mm < before else "著変なし"
             sentence, dx = _describe(code, lesion.where, lesion.size_mm, rng)
-            findings.append(f"前回（{lesion.last_seen:%Y/%m/%d}）と比較して、{sentence.rstrip('。')}"
-                            f"（{before}mm→{lesion.size_mm}mm、{change}）。")
+            findings.append(
+                f"前回（{lesion.last_seen:%Y/%m/%d}）と比較して、{sentence.rstrip('。')}"
+                f"（{before}mm→{lesion.size_mm}mm、{change}）。"
+            )
             diagnoses.append(f"{dx}、{change}")
             lesion.last_seen = study
         elif rng.random() < 0.16:
@@ -195,13 +309,21 @@ def _report(p: Patient, track: Track, study: date, n: int, rng: random.Random, s
             findings.append(sentence)
             negated.append(code)
     if not labels:
-        diagnoses.append(rng.choice(("有意な異常所見なし。", "特記すべき異常を認めない。", "明らかな異常なし。")))
+        diagnoses.append(
+            rng.choice(("有意な異常所見なし。", "特記すべき異常を認めない。", "明らかな異常なし。"))
+        )
     return {
-        "report_id": f"SYN-{n:07d}", "patient_id": p.pid, "study_date": study.isoformat(),
-        "modality": track.modality, "body_part": track.body_part, "department": rng.choice(track.departments),
+        "report_id": f"SYN-{n:07d}",
+        "patient_id": p.pid,
+        "study_date": study.isoformat(),
+        "modality": track.modality,
+        "body_part": track.body_part,
+        "department": rng.choice(track.departments),
         "clinical_info": f"{p.age}歳{'男性' if p.sex == 'M' else '女性'}。{rng.choice(track.indications)}",
-        "findings": "".join(findings), "diagnosis": "。".join(d.rstrip("。") for d in diagnoses) + "。",
-        "labels": labels, "synthetic": True,
+        "findings": "".join(findings),
+        "diagnosis": "。".join(d.rstrip("。") for d in diagnoses) + "。",
+        "labels": labels,
+        "synthetic": True,
         "meta": {"generator": GENERATOR, "seed": seed, "negated": negated, "sizes_mm": sizes},
     }
 
@@ -213,8 +335,12 @@ def generate(n: int, seed: int = 0, start: date = date(2015, 1, 5)) -> Iterator[
     patient_no = 0
     while made < n:
         patient_no += 1
-        p = Patient(f"SYN-P{seed:02d}{patient_no:07d}", rng.randint(25, 92), rng.choice("MF"),
-                    rng.sample(TRACKS, k=rng.randint(1, 2)))
+        p = Patient(
+            f"SYN-P{seed:02d}{patient_no:07d}",
+            rng.randint(25, 92),
+            rng.choice("MF"),
+            rng.sample(TRACKS, k=rng.randint(1, 2)),
+        )
         study = start + timedelta(days=rng.randint(0, 3000))
         for _ in range(min(rng.randint(1, 6), n - made)):
             made += 1

@@ -16,6 +16,7 @@ import pytest
 
 from dokuei.knowledge.archive import EmbedderMismatchError, ReportArchive
 from dokuei.knowledge.chunking import chunk_report
+from dokuei.knowledge.embed import Embedder
 from dokuei.knowledge.filters import Filters
 from dokuei.knowledge.highlight import collapse_near_duplicates, highlight
 from dokuei.knowledge.importers import import_file
@@ -36,8 +37,8 @@ ROWS = [
 ]
 
 
-def _archive(tmp_path: Path, embedder: object | None = None) -> ReportArchive:
-    return ReportArchive(Settings.load(home=tmp_path / "home"), embedder=embedder or HashEmbedder())  # type: ignore[arg-type]
+def _archive(tmp_path: Path, embedder: Embedder | None = None) -> ReportArchive:
+    return ReportArchive(Settings.load(home=tmp_path / "home"), embedder=embedder or HashEmbedder())
 
 
 def _cp932_csv(tmp_path: Path) -> Path:
@@ -78,11 +79,22 @@ def test_reimport_is_idempotent_and_updates_changed_rows(tmp_path: Path) -> None
 
 def test_jsonl_with_bad_lines_and_duplicates(tmp_path: Path) -> None:
     path = tmp_path / "reports.jsonl"
-    good = {"report_id": "J1", "patient_id": "P1", "study_date": "2022-05-01", "modality": "CT",
-            "body_part": "腹部", "findings": "肝嚢胞を認める。", "diagnosis": "肝嚢胞"}
-    lines = [json.dumps(good, ensure_ascii=False), "{not json", json.dumps({**good, "findings": "別の所見"}),
-             json.dumps({**good, "report_id": "J2", "findings": "", "diagnosis": ""}),
-             json.dumps({**good, "report_id": "", "findings": "x"})]
+    good = {
+        "report_id": "J1",
+        "patient_id": "P1",
+        "study_date": "2022-05-01",
+        "modality": "CT",
+        "body_part": "腹部",
+        "findings": "肝嚢胞を認める。",
+        "diagnosis": "肝嚢胞",
+    }
+    lines = [
+        json.dumps(good, ensure_ascii=False),
+        "{not json",
+        json.dumps({**good, "findings": "別の所見"}),
+        json.dumps({**good, "report_id": "J2", "findings": "", "diagnosis": ""}),
+        json.dumps({**good, "report_id": "", "findings": "x"}),
+    ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     res = import_file(_archive(tmp_path), path, progress=False)
     assert res.inserted == 1
@@ -94,12 +106,13 @@ def test_filters_agree_between_dense_and_lexical(tmp_path: Path) -> None:
     archive = _archive(tmp_path)
     import_file(archive, _cp932_csv(tmp_path), progress=False)
     for mode in ("dense", "lexical", "hybrid"):
-        pt = archive.search("結節", Filters(patient_id="ＰＴ１２３"), k=10, mode=mode)  # type: ignore[arg-type]
+        pt = archive.search("結節", Filters(patient_id="ＰＴ１２３"), k=10, mode=mode)
         assert {h.report_id for h in pt} == {"R0001", "R0002"}, mode
-        mr = archive.search("梗塞", Filters(modality="MRI", body_part="head"), k=10, mode=mode)  # type: ignore[arg-type]
+        mr = archive.search("梗塞", Filters(modality="MRI", body_part="head"), k=10, mode=mode)
         assert [h.report_id for h in mr] == ["R0004"], mode
-        dated = archive.search("結節", Filters(date_from=date(2024, 3, 1), date_to=date(2024, 12, 31)), k=10,
-                               mode=mode)  # type: ignore[arg-type]
+        dated = archive.search(
+            "結節", Filters(date_from=date(2024, 3, 1), date_to=date(2024, 12, 31)), k=10, mode=mode
+        )
         assert [h.report_id for h in dated] == ["R0002"], mode
 
 
@@ -108,8 +121,10 @@ def test_negated_findings_are_not_lexical_hits(tmp_path: Path) -> None:
     import_file(archive, _cp932_csv(tmp_path), progress=False)
     # R0005 says 「胸水なし」: the lexical index drops the negated clause
     assert archive.search("胸水", k=5, mode="lexical") == []
-    assert affirmed_text("肝S8に低吸収域を認めるが、脾腫は認めない。No pleural effusion. Mild cardiomegaly.") == \
-        "肝S8に低吸収域を認めるが、 Mild cardiomegaly."
+    assert (
+        affirmed_text("肝S8に低吸収域を認めるが、脾腫は認めない。No pleural effusion. Mild cardiomegaly.")
+        == "肝S8に低吸収域を認めるが、 Mild cardiomegaly."
+    )
 
 
 def test_embedder_mismatch_is_refused(tmp_path: Path) -> None:
@@ -133,7 +148,9 @@ def test_normalisation_and_encoding() -> None:
 
 
 def test_chunking_keeps_a_finding_with_its_organ() -> None:
-    text = "【所見】" + "肝臓：S8 に 15mm 大の低吸収域を認める。" + "辺縁は不整で、前回より増大している。" * 12
+    text = (
+        "【所見】" + "肝臓：S8 に 15mm 大の低吸収域を認める。" + "辺縁は不整で、前回より増大している。" * 12
+    )
     chunks = chunk_report(text, max_chars=120, min_chars=40)
     assert len(chunks) > 1
     assert all(c.end - c.start <= 120 for c in chunks)
@@ -152,16 +169,22 @@ def test_highlight_maps_back_to_the_original_text() -> None:
 def test_near_duplicates_collapse() -> None:
     class H:
         def __init__(self, rid: str, passage: str) -> None:
-            self.report_id, self.passage, self.duplicates = rid, passage, []
+            self.report_id, self.passage = rid, passage
+            self.duplicates: list[str] = []
 
-    hits = [H("a", "No acute cardiopulmonary abnormality."), H("b", "No acute cardiopulmonary abnormality"),
-            H("c", "Mild cardiomegaly.")]
+    hits = [
+        H("a", "No acute cardiopulmonary abnormality."),
+        H("b", "No acute cardiopulmonary abnormality"),
+        H("c", "Mild cardiomegaly."),
+    ]
     kept = collapse_near_duplicates(hits)
     assert [h.report_id for h in kept] == ["a", "c"] and kept[0].duplicates == ["b"]
 
 
 def test_bm25_prefers_the_rarer_term() -> None:
-    idx = BM25Index.build(["肝嚢胞あり", "肝嚢胞と脾腫", "脾腫なし。胆石あり"], rows=[10, 11, 12], negation=True)
+    idx = BM25Index.build(
+        ["肝嚢胞あり", "肝嚢胞と脾腫", "脾腫なし。胆石あり"], rows=[10, 11, 12], negation=True
+    )
     top = idx.top("脾腫", k=3)
     assert [r for r, _ in top] == [11]  # row 12 negates 脾腫
 
@@ -179,7 +202,12 @@ def test_synthetic_generator_is_deterministic_and_labelled() -> None:
     assert all(v == sorted(v) for v in by_patient.values())
     assert any("前回（" in r["findings"] for r in a)
     # each label's finding is written positively; each negated code has a negation sentence
-    words = {"cardiomegaly": "心", "pleural_effusion": "胸水", "nodule": "結節", "low_attenuation": "低吸収域"}
+    words = {
+        "cardiomegaly": "心",
+        "pleural_effusion": "胸水",
+        "nodule": "結節",
+        "low_attenuation": "低吸収域",
+    }
     for r in a:
         for code, word in words.items():
             if code in r["labels"]:

