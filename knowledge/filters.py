@@ -26,11 +26,11 @@ class Filters:
     department: str | None = None
     date_from: date | None = None
     date_to: date | None = None
+    language: str | None = None  # "ja" / "en": e.g. only the English IU reports, for evaluation
 
     def is_empty(self) -> bool:
-        return not any(
-            (self.patient_id, self.modality, self.body_part, self.department, self.date_from, self.date_to)
-        )
+        fields = (self.patient_id, self.modality, self.body_part, self.department, self.language)
+        return not any((*fields, self.date_from, self.date_to))
 
     def equalities(self, salt: str) -> dict[str, str]:
         eq: dict[str, str] = {}
@@ -42,6 +42,8 @@ class Filters:
             eq["body_part"] = normalize_body_part(self.body_part)
         if self.department:
             eq["department"] = nfkc(self.department)
+        if self.language:
+            eq["language"] = self.language
         return eq
 
     def chroma_where(self, salt: str) -> dict[str, Any] | None:
@@ -55,7 +57,7 @@ class Filters:
         return conds[0] if len(conds) == 1 else {"$and": conds}
 
 
-_CATEGORICAL = ("patient_hash", "modality", "body_part", "department")
+_CATEGORICAL = ("patient_hash", "modality", "body_part", "department", "language")
 
 
 @dataclass
@@ -68,8 +70,8 @@ class FilterColumns:
 
     @classmethod
     def build(cls, rows: Sequence[Sequence[Any]]) -> FilterColumns:
-        """``rows``: (patient_hash, modality, study_date, body_part, department, report_id) per chunk."""
-        columns = {"patient_hash": 0, "modality": 1, "body_part": 3, "department": 4}
+        """``rows``: (patient_hash, modality, study_date, body_part, department, language) per chunk."""
+        columns = {"patient_hash": 0, "modality": 1, "body_part": 3, "department": 4, "language": 5}
         codes: dict[str, np.ndarray] = {}
         cats: dict[str, list[str]] = {}
         for name, i in columns.items():

@@ -207,7 +207,7 @@ class ReportStore:
             "SELECT c.rowid, "
             "CASE WHEN c.ord = 0 THEN r.clinical_info || ' ' ELSE '' END || c.context || c.text, "
             "r.patient_hash, r.modality, r.study_date, r.body_part, "
-            "r.department, r.report_id FROM chunks c JOIN reports r USING (report_id) ORDER BY c.rowid"
+            "r.department, r.language FROM chunks c JOIN reports r USING (report_id) ORDER BY c.rowid"
         )
         with closing(self.db.cursor()) as cur:
             cur.execute(q)
