@@ -6,7 +6,7 @@ categorical columns kept beside the BM25 matrix, so a filtered lexical query sta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -45,6 +45,17 @@ class Filters:
         if self.language:
             eq["language"] = self.language
         return eq
+
+    def matches(self, meta: Mapping[str, Any] | None, salt: str) -> bool:
+        """The same test as :meth:`chroma_where`, on one chunk's metadata (for post-filtering)."""
+        if meta is None:
+            return False
+        if any(meta.get(k) != v for k, v in self.equalities(salt).items()):
+            return False
+        day = int(meta.get("study_date", 0) or 0)
+        if self.date_from and day < date_to_int(self.date_from):
+            return False
+        return not (self.date_to and day > date_to_int(self.date_to))
 
     def chroma_where(self, salt: str) -> dict[str, Any] | None:
         conds: list[dict[str, Any]] = [{k: v} for k, v in self.equalities(salt).items()]

@@ -172,7 +172,7 @@ class SearchReports(Tool[SearchReportsInput]):
         base = super().availability()
         if base.status is not ToolStatus.OK:
             return base
-        from dokuei.knowledge.archive import indexed_report_count
+        from dokuei.knowledge.location import indexed_report_count
 
         if indexed_report_count(self.settings) == 0:
             return Availability(ToolStatus.UNAVAILABLE, BUILD_HINT_JA, base.weights)
