@@ -328,8 +328,11 @@ def _report(p: Patient, track: Track, study: date, n: int, rng: random.Random, s
     }
 
 
-def generate(n: int, seed: int = 0, start: date = date(2015, 1, 5)) -> Iterator[dict[str, Any]]:
-    """``n`` synthetic reports as import rows, patient by patient (1–6 studies each, 2–18 months apart)."""
+def generate(
+    n: int, seed: int = 0, start: date = date(2015, 1, 5), end: date = date(2025, 12, 26)
+) -> Iterator[dict[str, Any]]:
+    """``n`` synthetic reports as import rows, patient by patient (1–6 studies each, 2–18 months apart),
+    study dates between ``start`` and ``end``."""
     rng = random.Random(seed)
     made = 0
     patient_no = 0
@@ -341,8 +344,10 @@ def generate(n: int, seed: int = 0, start: date = date(2015, 1, 5)) -> Iterator[
             rng.choice("MF"),
             rng.sample(TRACKS, k=rng.randint(1, 2)),
         )
-        study = start + timedelta(days=rng.randint(0, 3000))
+        study = start + timedelta(days=rng.randint(0, max(0, (end - start).days - 60)))
         for _ in range(min(rng.randint(1, 6), n - made)):
+            if study > end:
+                break
             made += 1
             yield _report(p, rng.choice(p.tracks), study, made, rng, seed)
             study += timedelta(days=rng.randint(60, 540))
