@@ -29,6 +29,7 @@ BUILTIN_TOOLS: dict[str, str] = {
     "segment_ct": "dokuei.tools.segment_ct:SegmentCt",
     "measure_body_composition": "dokuei.tools.measure_body_composition:MeasureBodyComposition",
     "classify_ecg": "dokuei.tools.classify_ecg:ClassifyEcg",
+    "search_reports": "dokuei.tools.search_reports:SearchReports",
 }
 
 
