@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import logging
 import logging.handlers
@@ -293,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.load()
     _setup_logging(settings, args.verbose)
     try:
-        code: int = args.func(args, settings)
+        # extension commands (index, batch) take only the parsed arguments and read settings themselves
+        takes_settings = len(inspect.signature(args.func).parameters) >= 2
+        code: int = args.func(args, settings) if takes_settings else args.func(args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # never a stack trace for a clinician; the log has the detail

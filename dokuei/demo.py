@@ -49,7 +49,7 @@ def prepare(settings: Settings, n_synthetic: int) -> list[DemoCase]:
     cases = [DemoCase("55歳男性、HbA1c 6.8%、空腹時血糖 130 mg/dL は要受診ですか？")]
 
     def build_index() -> object:
-        module = importlib.import_module("dokuei.knowledge.demo_index")
+        module = importlib.import_module("dokuei.knowledge.demo")
         return module.build_demo_index(settings, n_synthetic=n_synthetic)
 
     if _optional(f"レポートアーカイブの索引（実レポート + 合成 {n_synthetic} 件）", build_index) is not None:
