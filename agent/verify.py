@@ -24,7 +24,25 @@ TERMS_PATH = Path(__file__).resolve().parent.parent / "knowledge" / "data" / "fi
 
 _CITE = re.compile(r"\[(\d+)\]")
 _NUMBER = re.compile(r"(?<![A-Za-z0-9.])\d+(?:\.\d+)?")
-_SENTENCE_SPLIT = re.compile(r"(?<=[。！？\n])")
+_OPEN, _CLOSE = "「『（(", "」』）)"
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split at 。！？ and newlines, but not inside quotes or brackets: a quoted report passage,
+    however many sentences it has, is one statement with the citation that follows it."""
+    sentences, current, depth = [], [], 0
+    for ch in text:
+        current.append(ch)
+        if ch in _OPEN:
+            depth += 1
+        elif ch in _CLOSE and depth:
+            depth -= 1
+        elif ch == "\n" or (ch in "。！？" and depth == 0):
+            sentences.append("".join(current))
+            current, depth = [], 0
+    if current:
+        sentences.append("".join(current))
+    return sentences
 
 
 @dataclass
@@ -68,7 +86,7 @@ def verify_answer(answer: str, sources: list[Source], *, trust_notes: bool = Fal
     if sources and not body_of(answer).strip():
         return VerifyReport(ok=False, issues=["回答が空です"])
     checked = 0
-    for raw in _SENTENCE_SPLIT.split(body_of(answer)):
+    for raw in split_sentences(body_of(answer)):
         sentence = raw.strip()
         if not sentence or (trust_notes and sentence.startswith(NOTE_PREFIX)):
             continue

@@ -268,9 +268,6 @@ def _summary(out: SearchReportsOutput) -> str:
     head = "類似症例検索" if out.mode == "similar" else f"過去レポート検索「{out.query}」"
     if not out.hits:
         return f"{head}: 索引の {out.n_reports_indexed} 件から該当するレポートは見つかりませんでした。"
-    lines = [f"{head}: 索引の {out.n_reports_indexed} 件から {out.n_hits} 件が該当しました。"]
-    for h in out.hits:
-        lines.append(
-            f"- [{h.citation_id}] {h.study_date:%Y-%m-%d} {h.modality} {h.body_part}: {h.passage_highlighted}"
-        )
-    return "\n".join(lines)
+    # one line: the passages themselves travel as citations, which the composer quotes one by one
+    found = "、".join(f"{h.report_id}（{h.study_date:%Y-%m-%d} {h.modality}）" for h in out.hits)
+    return f"{head}: 索引の {out.n_reports_indexed} 件から {out.n_hits} 件が該当しました（{found}）。"
