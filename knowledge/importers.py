@@ -190,7 +190,7 @@ def import_rows(
                     rec.report_id,
                 )
             if isinstance(rec, RowError):
-                log.warning("%s row %d skipped: %s", source, rec.row, rec.reason_ja)
+                log.info("%s row %d skipped: %s", source, rec.row, rec.reason_ja)
                 result.errors.append(rec)
                 continue
             seen[rec.report_id] = row
