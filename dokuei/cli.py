@@ -153,7 +153,7 @@ def _run_tool(registry: Any, args: argparse.Namespace) -> int:
     return 0 if result.status.value == "ok" else 1
 
 
-def cmd_weights(args: argparse.Namespace, settings: Settings) -> int:
+def _weight_rows(settings: Settings) -> list[dict[str, Any]]:
     from dokuei.tools.registry import ToolRegistry
     from dokuei.tools.weights import check_weights
 
@@ -164,13 +164,15 @@ def cmd_weights(args: argparse.Namespace, settings: Settings) -> int:
             rows.append({"tool": tool.name, "id": spec.id, "version": spec.version, "path": str(check.path),
                          "present": check.present, "verified": check.verified, "sha256": check.sha256,
                          "licence": spec.licence, "status_ja": check.reason_ja})
-    rows.extend(_totalseg_rows(settings))
+    return rows + _totalseg_rows(settings)
+
+
+def cmd_weights(args: argparse.Namespace, settings: Settings) -> int:
+    rows = _weight_rows(settings)
     if args.json:
         _out(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
     _out(f"weights dir: {settings.weights_root}")
-    if not rows:
-        _out("（重みを必要とするツールはありません）")
     for row in rows:
         state = "OK" if row["present"] else "MISSING"
         _out(f"{row['tool']:<24} {row['id']:<32} {state:<8} {row['path']}\n    {row['status_ja']}")
@@ -211,12 +213,26 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     except ImportError:
         report["torch"] = None
         report["cuda"] = False
+    report["weights"] = {f"{row['tool']}: {row['id']}": "present" if row["present"] else "missing"
+                         for row in _weight_rows(settings)}
     report["telemetry_off"] = telemetry_report()
     try:
-        stats_module = importlib.import_module("dokuei.knowledge.index")
-        report["index"] = stats_module.index_stats(settings)
-    except Exception as exc:  # the archive may simply not be built yet
-        report["index"] = f"not available: {type(exc).__name__}: {exc}"
+        from dataclasses import asdict
+
+        from dokuei.knowledge.archive import ReportArchive
+        from dokuei.knowledge.location import archive_root, indexed_report_count
+
+        if indexed_report_count(settings):
+            archive = ReportArchive(settings)
+            try:
+                report["index"] = {"path": str(archive_root(settings)), **asdict(archive.stats())}
+            finally:
+                archive.store.close()
+        else:
+            report["index"] = f"empty: build it with `dokuei index demo` or `dokuei index iu` ({archive_root(settings)})"
+    except Exception as exc:  # a broken index is reported, not fatal
+        log.exception("index check failed")
+        report["index"] = f"unreadable: {type(exc).__name__}: {exc}"
     chains = {}
     for path in sorted(settings.audit_dir.glob("audit-*.jsonl")):
         ok, line = audit.verify_chain(path)
