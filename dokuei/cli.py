@@ -229,7 +229,8 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
             finally:
                 archive.store.close()
         else:
-            report["index"] = f"empty: build it with `dokuei index demo` or `dokuei index iu` ({archive_root(settings)})"
+            where = archive_root(settings)
+            report["index"] = f"empty: build it with `dokuei index demo` or `dokuei index iu` ({where})"
     except Exception as exc:  # a broken index is reported, not fatal
         log.exception("index check failed")
         report["index"] = f"unreadable: {type(exc).__name__}: {exc}"
