@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, Field
 
 from dokuei.tools.analyze_ecg import AnalyzeEcgOutput
-from dokuei.tools.base import Citation, Outcome, Requirements, Tool
+from dokuei.tools.base import Citation, Outcome, Requirements, Tool, ToolInputError
 from dokuei.tools.classify_chest_xray import ClassifyChestXrayOutput
 from dokuei.tools.context import ToolContext
 
@@ -88,6 +88,12 @@ class AdviseCardiology(Tool[AdviseCardiologyInput]):
         )
 
     def run(self, inp: AdviseCardiologyInput) -> Outcome:
+        not_assessable = _not_assessable_ja(inp)
+        if not_assessable:
+            # a rule table read on an unclassified rhythm, a poor record or a lateral film could
+            # call an abnormal study normal: say it cannot be judged instead
+            raise ToolInputError("心電図・胸部 X 線からの総合判定はできません: " + "、".join(not_assessable) + "。",
+                                 f"not assessable: {not_assessable}")
         table = load_rules()
         ecg_codes = {f.code for f in inp.ecg.findings}
         cxr_labels = set(inp.cxr.positive_labels)
@@ -146,3 +152,18 @@ def summarize(out: AdviseCardiologyOutput) -> str:
     else:
         text += out.recommendation_ja + "。"
     return text
+
+
+#: ECG rhythms that carry no finding code, so no rule could notice them
+_UNJUDGED_RHYTHMS = ("irregular_unclassified", "undetermined")
+
+
+def _not_assessable_ja(inp: AdviseCardiologyInput) -> list[str]:
+    reasons = []
+    if inp.ecg.rhythm.removesuffix("_with_pvcs") in _UNJUDGED_RHYTHMS:
+        reasons.append(f"心電図の調律が分類できません（{inp.ecg.rhythm_ja}）")
+    if inp.ecg.quality == "poor":
+        reasons.append("心電図の信号品質が不良です")
+    if inp.cxr.view_position.upper() == "LATERAL":  # UNKNOWN (PNG/JPEG) is read as frontal, as the classifier does
+        reasons.append("胸部 X 線が側面像です（分類器は正面像用）")
+    return reasons
