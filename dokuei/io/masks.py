@@ -78,13 +78,24 @@ def read_dicom_seg(path: Path, image: Volume) -> Volume:
 
     try:
         ds = pydicom.dcmread(str(path))
+    except Exception as exc:
+        raise ToolInputError(f"DICOM SEG {path.name} を読み込めません。", f"{path}: {exc}") from exc
+    per_frame = list(getattr(ds, "PerFrameFunctionalGroupsSequence", None) or [])
+    # a SEG with no frames is legal DICOM but holds no segment: say so, not "cannot read" (pydicom
+    # would take NumberOfFrames 0 for 1 and fail on the missing pixel data)
+    if int(getattr(ds, "NumberOfFrames", 1) or 0) == 0 or not per_frame or not getattr(ds, "PixelData", b""):
+        raise ToolInputError(
+            f"マスク {path.name} にリンパ節の領域がありません（DICOM SEG のフレームが 0 枚です）。",
+            f"empty DICOM SEG {path}: NumberOfFrames {getattr(ds, 'NumberOfFrames', None)}",
+        )
+    try:
         frames = np.asarray(ds.pixel_array)
     except Exception as exc:
         raise ToolInputError(f"DICOM SEG {path.name} を読み込めません。", f"{path}: {exc}") from exc
     if frames.ndim == 2:
         frames = frames[None]
-    shared = ds.SharedFunctionalGroupsSequence[0]
-    per_frame = ds.PerFrameFunctionalGroupsSequence
+    shared_seq = getattr(ds, "SharedFunctionalGroupsSequence", None)
+    shared = shared_seq[0] if shared_seq else None
     if len(per_frame) != frames.shape[0]:
         raise ToolInputError(
             f"DICOM SEG {path.name} のフレーム情報が壊れています。",
@@ -105,6 +116,16 @@ def read_dicom_seg(path: Path, image: Volume) -> Volume:
         rr, cc = np.nonzero(frames[f] > threshold)
         if rr.size == 0:
             continue
+        # one column and one row must each step exactly one voxel along a CT axis: pixels that only land
+        # on voxel centres (a 2x coarser SEG grid) would otherwise leave every other voxel out of the node
+        steps = [inv[:3, :3] @ (col_mm * iop[:3] * _LPS_TO_RAS), inv[:3, :3] @ (row_mm * iop[3:] * _LPS_TO_RAS)]
+        unit = all(np.allclose(np.sort(np.abs(s)), [0.0, 0.0, 1.0], atol=0.01) for s in steps)
+        if not unit or np.argmax(np.abs(steps[0])) == np.argmax(np.abs(steps[1])):
+            raise ToolInputError(
+                f"DICOM SEG {path.name} が CT（{_geometry(image)}）の格子と一致しません。"
+                "同じシリーズを参照する SEG を指定してください。",
+                f"SEG frame {f}: column/row step {[s.round(3).tolist() for s in steps]} voxels, not unit steps",
+            )
         lps = ipp[None, :] + cc[:, None] * col_mm * iop[None, :3] + rr[:, None] * row_mm * iop[None, 3:]
         ras = lps * _LPS_TO_RAS
         ijk = (inv[:3, :3] @ ras.T).T + inv[:3, 3]
