@@ -91,13 +91,38 @@ def compose_deterministic(results: list[ToolResult], unmet_ja: list[str]) -> tup
     return "\n".join(lines) + "\n\n" + source_list(sources), sources
 
 
+_OPEN, _CLOSE = "「『（(", "」』）)"
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split at 。！？ and newlines, but not inside quotes or brackets: a quoted report passage,
+    however many sentences it has, is one statement with the citation that follows it."""
+    sentences, current, depth = [], [], 0
+    for ch in text:
+        current.append(ch)
+        if ch in _OPEN:
+            depth += 1
+        elif ch in _CLOSE and depth:
+            depth -= 1
+        elif ch == "\n" or (ch in "。！？" and depth == 0):
+            sentences.append("".join(current))
+            current, depth = [], 0
+    if current:
+        sentences.append("".join(current))
+    return sentences
+
+
 def cite_each_sentence(text: str, marker: str) -> str:
     """Put the citation marker after every sentence, so each statement carries its evidence."""
     if not marker:
         return text
-    pieces = [p for p in text.split("。") if p.strip()]
-    return "".join(f"{p}{marker}。" for p in pieces) if text.rstrip().endswith("。") else \
-        "".join(f"{p}{marker}。" for p in pieces[:-1]) + f"{pieces[-1]}{marker}"
+    cited = []
+    for sentence in split_sentences(text):
+        body = sentence.rstrip()
+        if not body:
+            continue
+        cited.append(f"{body[:-1]}{marker}{body[-1]}" if body.endswith("。") else f"{body}{marker}")
+    return "".join(cited)
 
 
 def _snippet(text: str) -> str:

@@ -137,15 +137,15 @@ class Agent:
             pending = [c for c in pending if c not in ready]
             ctx = _context({**state, "results": results})
             futures = {self.pool.submit(self._run_call, c, ctx): c for c in ready}
-            finished, not_done = wait(futures, timeout=self.settings.tool_timeout_s)
-            for future in not_done:
-                call = futures[future]
-                future.cancel()
-                results.append(_failed(call["name"], f"{call['name']} が制限時間 {self.settings.tool_timeout_s:g} 秒"
-                                       "以内に終わりませんでした。", "timeout"))
-            results.extend(future.result() for future in futures if future in finished)
-            for call in ready:
-                result = next(r for r in reversed(results) if r.tool == call["name"])
+            finished, _ = wait(futures, timeout=self.settings.tool_timeout_s)
+            for future, call in futures.items():  # each result stays with its own call
+                if future in finished:
+                    result = future.result()
+                else:
+                    future.cancel()
+                    result = _failed(call["name"], f"{call['name']} が制限時間 {self.settings.tool_timeout_s:g} 秒"
+                                     "以内に終わりませんでした。", "timeout")
+                results.append(result)
                 messages.append(ToolMessage(content=result.compact_json(), artifact=result,
                                             tool_call_id=call["id"], name=call["name"]))
         timings = {**state.get("timings", {}), "execute_s": round(time.perf_counter() - t0, 4)}
@@ -255,7 +255,7 @@ class Agent:
         if tool is None:
             return _failed(call["name"], f"ツール {call['name']} は登録されていません。", "unknown tool")
         raw = call.get("input")
-        if not raw and tool.depends_on:
+        if tool.depends_on:  # built from this turn's real results only: an LLM must not fill in findings
             built = tool.input_from_context(ctx)
             if built is None:
                 return _failed(tool.name, f"{tool.name} に必要な結果（{'、'.join(tool.depends_on)}）が揃っていません。",

@@ -18,31 +18,12 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from dokuei.agent.compose import NOTE_PREFIX, SOURCES_HEADER, Source
+from dokuei.agent.compose import NOTE_PREFIX, SOURCES_HEADER, Source, split_sentences
 
 TERMS_PATH = Path(__file__).resolve().parent.parent / "knowledge" / "data" / "finding_terms_ja.json"
 
 _CITE = re.compile(r"\[(\d+)\]")
 _NUMBER = re.compile(r"(?<![A-Za-z0-9.])\d+(?:\.\d+)?")
-_OPEN, _CLOSE = "「『（(", "」』）)"
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split at 。！？ and newlines, but not inside quotes or brackets: a quoted report passage,
-    however many sentences it has, is one statement with the citation that follows it."""
-    sentences, current, depth = [], [], 0
-    for ch in text:
-        current.append(ch)
-        if ch in _OPEN:
-            depth += 1
-        elif ch in _CLOSE and depth:
-            depth -= 1
-        elif ch == "\n" or (ch in "。！？" and depth == 0):
-            sentences.append("".join(current))
-            current, depth = [], 0
-    if current:
-        sentences.append("".join(current))
-    return sentences
 
 
 @dataclass

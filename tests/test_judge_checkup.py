@@ -42,12 +42,12 @@ BOUNDARIES = [
     ("non_hdl", 209, "mg/dL", None, "C"), ("non_hdl", 210, "mg/dL", None, "D"),
     ("tg", 29, "mg/dL", None, "D"), ("tg", 30, "mg/dL", None, "A"), ("tg", 149, "mg/dL", None, "A"),
     ("tg", 150, "mg/dL", None, "C"), ("tg", 299, "mg/dL", None, "C"), ("tg", 300, "mg/dL", None, "D"),
-    ("ast", 30, "U/L", None, "A"), ("ast", 31, "U/L", None, "B"), ("ast", 50, "U/L", None, "B"),
-    ("ast", 51, "U/L", None, "D"),
-    ("alt", 30, "U/L", None, "A"), ("alt", 31, "U/L", None, "B"), ("alt", 50, "U/L", None, "B"),
-    ("alt", 51, "U/L", None, "D"),
-    ("ggt", 50, "U/L", None, "A"), ("ggt", 51, "U/L", None, "B"), ("ggt", 100, "U/L", None, "B"),
-    ("ggt", 101, "U/L", None, "D"),
+    ("ast", 30, "U/L", None, "A"), ("ast", 31, "U/L", None, "B"), ("ast", 35, "U/L", None, "B"),
+    ("ast", 36, "U/L", None, "C"), ("ast", 50, "U/L", None, "C"), ("ast", 51, "U/L", None, "D"),
+    ("alt", 30, "U/L", None, "A"), ("alt", 31, "U/L", None, "B"), ("alt", 40, "U/L", None, "B"),
+    ("alt", 41, "U/L", None, "C"), ("alt", 50, "U/L", None, "C"), ("alt", 51, "U/L", None, "D"),
+    ("ggt", 50, "U/L", None, "A"), ("ggt", 51, "U/L", None, "B"), ("ggt", 80, "U/L", None, "B"),
+    ("ggt", 81, "U/L", None, "C"), ("ggt", 100, "U/L", None, "C"), ("ggt", 101, "U/L", None, "D"),
     ("egfr", 44.9, "mL/min/1.73m2", None, "D"), ("egfr", 45.0, "mL/min/1.73m2", None, "B"),
     ("egfr", 59.9, "mL/min/1.73m²", None, "B"), ("egfr", 60.0, "mL/min/1.73m2", None, "A"),
     ("uric_acid", 2.0, "mg/dL", None, "C"), ("uric_acid", 2.1, "mg/dL", None, "A"),
@@ -143,6 +143,24 @@ def test_nothing_judgeable_is_a_failed_result(tool: JudgeCheckup) -> None:
     result = tool({"items": [{"item": "fpg", "value": 130, "unit": "kg"}]})
     assert result.status is ToolStatus.FAILED
     assert "判定できる検査項目がありませんでした" in result.summary_ja
+
+
+def test_values_are_rounded_half_up_to_the_tables_digits(tool: JudgeCheckup) -> None:
+    # 5.55 % reads as 5.6 % (B); banker's rounding of the binary float would give 5.5 (A).
+    # 129.5 mmHg reads as 130 (B), not 129 (A).
+    result = tool({"items": [{"item": "hba1c", "value": 5.55, "unit": "%"},
+                             {"item": "sbp", "value": 129.5, "unit": "mmHg"}]})
+    assert result.output is not None
+    assert [(i["value_canonical"], i["grade"]) for i in result.output["items"]] == [(5.6, "B"), (130, "B")]
+
+
+def test_lipids_in_mmol_without_a_unit_are_not_judged_as_mg(tool: JudgeCheckup) -> None:
+    # 「LDL 3.4、HDL 1.2」 are mmol/L values; read as mg/dL they would be D (要医療). Below 10 / 5 mg/dL
+    # they are impossible, so each item asks for its unit instead of judging.
+    items = parse_checkup_text("LDL 3.4、HDL 1.2 は？")
+    result = tool({"items": [i.model_dump() for i in items]})
+    assert result.status is ToolStatus.FAILED
+    assert "ありえない値" in result.summary_ja
 
 
 def test_text_without_units_marks_them_assumed() -> None:

@@ -143,7 +143,11 @@ class AssessRecistResponse(Tool[AssessRecistResponseInput]):
         studies = [open_study(p, m) for p, m in zip(inp.study_paths, masks, strict=True)]
         for s, d in zip(studies, dates, strict=True):
             if d:
-                s.study_date = date.fromisoformat(d)
+                try:
+                    s.study_date = date.fromisoformat(d)
+                except ValueError as exc:
+                    message = f"検査日「{d}」を読めません（YYYY-MM-DD で指定してください）。"
+                    raise ToolInputError(message, str(exc)) from exc
         notes: list[str] = []
         order = list(range(n))
         basis: Literal["study_date", "attachment_order"] = "attachment_order"

@@ -243,7 +243,7 @@ class Tool(ABC, Generic[InputT]):
             prov.device = self.device
             outcome = self.run(inp)  # type: ignore[arg-type]
         except ToolInputError as exc:
-            log.warning("tool %s: bad input: %s", self.name, exc.detail)
+            log.info("tool %s: bad input: %s", self.name, exc.detail)
             return self._result(ToolStatus.FAILED, prov, t0, summary_ja=exc.message_ja, detail=exc.detail,
                                 input_json=input_json)
         except ToolUnavailableError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -147,6 +148,12 @@ def _convert(value: float, unit: str, spec: dict[str, Any]) -> float | None:
     return None
 
 
+def _round_half_up(value: float, decimals: int) -> float:
+    """Round as a report reads (5.55 → 5.6, 140.5 → 141), not to even on binary floats."""
+    quantum = Decimal(1).scaleb(-decimals)
+    return float(Decimal(str(value)).quantize(quantum, rounding=ROUND_HALF_UP))
+
+
 def _band_text(band: dict[str, Any], unit: str) -> str:
     lo, hi = band["min"], band["max"]
     if lo is None:
@@ -192,10 +199,11 @@ def judge_item(item: CheckupItemInput, sex: str | None, criteria: dict[str, Any]
         return error(f"{name_ja} の単位「{item.unit}」には対応していません（対応: {accepted}）。")
     lo, hi = spec["plausible"]
     if not lo <= canonical <= hi:
-        return error(f"{name_ja} {number} {item.unit} は生理的にありえない値です（入力誤りの可能性）。")
-    rounded = round(canonical, spec["decimals"])
-    if spec["decimals"] == 0:
-        rounded = float(int(rounded))
+        hint = "入力誤りの可能性"
+        if item.unit_assumed:
+            hint = f"単位の記載がないため {spec['unit']} とみなしました。別の単位なら単位を付けてください"
+        return error(f"{name_ja} {number} {item.unit} は生理的にありえない値です（{hint}）。")
+    rounded = _round_half_up(canonical, spec["decimals"])
     bands = spec.get("bands")
     if "by_sex" in spec:
         if sex not in ("M", "F"):

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -136,6 +137,8 @@ def install_ja(task: str, fast: bool, settings: Settings | None = None) -> str:
     return text
 
 
+_TOTALSEG_LOCK = threading.Lock()
+
 # --- running --------------------------------------------------------------------------------------
 
 
@@ -143,14 +146,20 @@ def run_totalsegmentator(
     ct: Volume, task: TaskName, *, fast: bool, device: str, out_dir: Path, settings: Settings | None = None
 ) -> Path:
     """Segment ``ct`` with TotalSegmentator; returns the multilabel NIfTI it wrote. Never downloads."""
-    from dokuei.io.volume import save_nifti
-    from dokuei.offline import totalseg_home, write_totalseg_config
-
     root = find_weights(task, fast, settings)
     if root is None:
         raise ToolUnavailableError(
             install_ja(task, fast, settings), f"weights missing for {task} fast={fast}"
         )
+    with _TOTALSEG_LOCK:  # the patches below are process-wide: one TotalSegmentator call at a time
+        return _run_locked(ct, out_dir, task, fast, device, settings, root)
+
+
+def _run_locked(ct: Volume, out_dir: Path, task: TaskName, fast: bool, device: str, settings: Settings | None,
+                root: Path) -> Path:
+    from dokuei.io.volume import save_nifti
+    from dokuei.offline import totalseg_home, write_totalseg_config
+
     config_path = write_totalseg_config()
     _quiet_config(config_path)
     previous_weights_path = os.environ.get("TOTALSEG_WEIGHTS_PATH")
