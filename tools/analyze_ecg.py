@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from dokuei.tools.base import Artifact, Outcome, Requirements, Tool, ToolInputError, sha256_file
+from dokuei.tools.base import Artifact, Outcome, Requirements, Tool, ToolInputError
 from dokuei.tools.context import ToolContext
 
 log = logging.getLogger(__name__)
@@ -186,8 +186,7 @@ class AnalyzeEcg(Tool[AnalyzeEcgInput]):
         if inp.make_plot:
             from dokuei.signals.ecg_plot import plot_ecg
 
-            digest = sha256_file(inp.ecg_path if inp.ecg_path.is_file() else inp.ecg_path.with_suffix(".hea"))
-            png = self.settings.artifacts_dir / self.name / digest[:16] / "ecg_12lead.png"
+            png = self.artifact_dir(inp) / "ecg_12lead.png"
             plot_ecg(record, a.r_peaks, a.beat_types, png, title=inp.ecg_path.name)
             artifacts.append(
                 Artifact(

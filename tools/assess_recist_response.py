@@ -9,7 +9,6 @@ ambiguous matches are reported, never guessed. The response uses the baseline su
 
 from __future__ import annotations
 
-import hashlib
 import re
 from datetime import date
 from pathlib import Path
@@ -171,11 +170,11 @@ class AssessRecistResponse(Tool[AssessRecistResponseInput]):
         summary = report_ja.response_summary(output)
         artifacts = []
         if inp.render_overlay:
-            key = hashlib.sha256(inp.model_dump_json().encode()).hexdigest()[:16]
+            out_dir = self.artifact_dir(inp)
             for t, sn in enumerate(measured):
                 png = render_montage(
                     sn,
-                    self.settings.artifacts_dir / self.name / key / f"timepoint{t}.png",
+                    out_dir / f"timepoint{t}.png",
                     title=f"T{t} {sn.study.path.name}",
                 )
                 artifacts.append(

@@ -265,6 +265,13 @@ class Tool(ABC, Generic[InputT]):
         result.citations = [self.self_citation(outcome.summary_ja), *outcome.citations]
         return result
 
+    def artifact_dir(self, inp: BaseModel) -> Path:
+        """``$DOKUEI_HOME/artifacts/<tool>/<hash of the input>/``: one folder per distinct input."""
+        key = hashlib.sha256(inp.model_dump_json().encode()).hexdigest()[:16]
+        path = self.settings.artifacts_dir / self.name / key
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     def self_citation(self, summary_ja: str) -> Citation:
         return Citation(id=self.name, kind="tool_result", label_ja=f"ツール {self.name}（v{self.version}）",
                         text=summary_ja)

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
-from dokuei.tools.base import Artifact, Outcome, Requirements, Tool, ToolUnavailableError, sha256_file
+from dokuei.tools.base import Artifact, Outcome, Requirements, Tool, ToolUnavailableError
 from dokuei.tools.context import ToolContext
 from dokuei.tools.weights import WeightSpec
 
@@ -171,11 +171,10 @@ class ClassifyChestXray(Tool[ClassifyChestXrayInput]):
         )
         artifacts = []
         if inp.saliency and pred.saliency is not None:
-            digest = sha256_file(inp.image_path)[:16]
             png = save_overlay(
                 x,
                 pred.saliency,
-                self.settings.artifacts_dir / self.name / digest / "saliency.png",
+                self.artifact_dir(inp) / "saliency.png",
                 f"saliency: {card.labels[top]}",
             )
             artifacts.append(

@@ -219,7 +219,7 @@ class MeasureBodyComposition(Tool[MeasureBodyCompositionInput]):
             legend["sat"] = f"subcutaneous fat {fmt(bc.sfa_cm2)} cm2"
         if bc.vfa_cm2 is not None:
             legend["vat"] = f"visceral fat {fmt(bc.vfa_cm2)} cm2"
-        out_dir = pipeline.artifact_dir(self.settings, self.name, inp.model_dump_json())
+        out_dir = self.artifact_dir(inp)
         path = render_l3(
             ct,
             bc.l3_slice_index,

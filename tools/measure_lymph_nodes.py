@@ -9,7 +9,6 @@ are one organ), non-targets and the sum of target short axes. Thresholds: knowle
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Literal
@@ -123,10 +122,9 @@ class MeasureLymphNodes(Tool[MeasureLymphNodesInput]):
         if inp.render_overlay:
             from dokuei.lymph.overlay import render_montage
 
-            key = hashlib.sha256(inp.model_dump_json().encode()).hexdigest()[:16]
             png = render_montage(
                 result,
-                self.settings.artifacts_dir / self.name / key / "nodes.png",
+                self.artifact_dir(inp) / "nodes.png",
                 title=f"{study.path.name} {output['study_date'] or ''}",
             )
             artifacts.append(

@@ -179,7 +179,7 @@ class SegmentCt(Tool[SegmentCtInput]):
             from dokuei.ct.render import render_montage
 
             present = [r.name for r in results if r.present]
-            out_dir = pipeline.artifact_dir(self.settings, self.name, inp.model_dump_json())
+            out_dir = self.artifact_dir(inp)
             overlay = str(
                 render_montage(
                     ct, seg, present, out_dir / "organ_montage.png", f"{inp.task}: {len(present)} structures"

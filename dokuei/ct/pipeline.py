@@ -90,8 +90,3 @@ def prepare(
     timings["segment_s"] = time.perf_counter() - t1
     return PreparedStudy(ct, segs, engine, notes, timings)
 
-
-def artifact_dir(settings: Settings, tool: str, key: str) -> Path:
-    path = settings.artifacts_dir / tool / hashlib.sha256(key.encode()).hexdigest()[:16]
-    path.mkdir(parents=True, exist_ok=True)
-    return path
