@@ -11,16 +11,13 @@ ignored (a change of -5 mm and 5 mm are the same number to check).
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 
 from dokuei.agent.compose import NOTE_PREFIX, SOURCES_HEADER, Source, split_sentences
-
-TERMS_PATH = Path(__file__).resolve().parent.parent / "knowledge" / "data" / "finding_terms_ja.json"
+from dokuei.knowledge import load_json
 
 _CITE = re.compile(r"\[(\d+)\]")
 _NUMBER = re.compile(r"(?<![A-Za-z0-9.])\d+(?:\.\d+)?")
@@ -35,7 +32,7 @@ class VerifyReport:
 
 @cache
 def _terms() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    data = json.loads(TERMS_PATH.read_text(encoding="utf-8"))
+    data = load_json("finding_terms_ja.json")
     return tuple(data["terms"]), tuple(data["ascii_terms"])
 
 

@@ -6,14 +6,13 @@ with its rationale and guideline source), never from free text: the tool only re
 
 from __future__ import annotations
 
-import json
 import logging
 from functools import cache
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
+from dokuei.knowledge import load_json
 from dokuei.tools.analyze_ecg import AnalyzeEcgOutput
 from dokuei.tools.base import Citation, Outcome, Requirements, Tool, ToolInputError
 from dokuei.tools.classify_chest_xray import ClassifyChestXrayOutput
@@ -21,13 +20,12 @@ from dokuei.tools.context import ToolContext
 
 log = logging.getLogger(__name__)
 
-RULES_PATH = Path(__file__).resolve().parent.parent / "knowledge" / "data" / "cardiology_advice_rules.json"
 Urgency = Literal["urgent", "consider", "routine"]
 
 
 @cache
 def load_rules() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(RULES_PATH.read_text(encoding="utf-8"))
+    data: dict[str, Any] = load_json("cardiology_advice_rules.json")
     return data
 
 

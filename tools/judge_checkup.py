@@ -7,27 +7,24 @@ error while every other item is still judged.
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from dokuei.knowledge import load_json
 from dokuei.tools.base import Outcome, Requirements, Tool, ToolInputError
 from dokuei.tools.context import ToolContext
-
-CRITERIA_PATH = Path(__file__).resolve().parent.parent / "knowledge" / "data" / "checkup_criteria.json"
 
 Grade = Literal["A", "B", "C", "D", "E"]
 
 
 @cache
 def load_criteria() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(CRITERIA_PATH.read_text(encoding="utf-8"))
+    data: dict[str, Any] = load_json("checkup_criteria.json")
     return data
 
 

@@ -10,24 +10,21 @@ Criteria (cut-offs by sex, their sources) are data: ``knowledge/data/sarcopenia_
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dokuei.io.totalseg import Segmentation
 from dokuei.io.volume import Volume
+from dokuei.knowledge import load_json
 from dokuei.tools.base import ToolInputError
-
-CRITERIA_FILE = Path(__file__).resolve().parents[2] / "knowledge" / "data" / "sarcopenia_ct_jp.json"
 
 
 @cache
 def criteria() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(CRITERIA_FILE.read_text(encoding="utf-8"))
+    data: dict[str, Any] = load_json("sarcopenia_ct_jp.json")
     return data
 
 

@@ -39,6 +39,7 @@ from typing import Any, Literal
 import numpy as np
 
 from dokuei.io.volume import Volume, is_nifti, load_nifti
+from dokuei.knowledge import load_json
 from dokuei.settings import Settings
 from dokuei.tools.base import ToolInputError, ToolUnavailableError
 
@@ -46,12 +47,11 @@ log = logging.getLogger(__name__)
 
 TaskName = Literal["total", "abdominal_muscles", "tissue_types"]
 TASKS: tuple[TaskName, ...] = ("total", "abdominal_muscles", "tissue_types")
-CLASS_MAP_FILE = Path(__file__).resolve().parents[2] / "knowledge" / "data" / "totalseg_classes.json"
 
 
 @cache
 def class_data() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(CLASS_MAP_FILE.read_text(encoding="utf-8"))
+    data: dict[str, Any] = load_json("totalseg_classes.json")
     return data
 
 

@@ -9,27 +9,25 @@ vertebra by height, else unknown. A nodal station is never guessed; it comes fro
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from dokuei.io.volume import Volume
+from dokuei.knowledge import load_json
 
 log = logging.getLogger(__name__)
 
 Side = Literal["right", "left", "midline", "unknown"]
 SIDE_JA = {"right": "右", "left": "左", "midline": "正中", "unknown": ""}
-DATA_FILE = Path(__file__).resolve().parent.parent / "knowledge" / "data" / "lymph_node_regions.json"
 
 
 @lru_cache(maxsize=1)
 def region_table() -> dict[str, Any]:
-    return dict(json.loads(DATA_FILE.read_text(encoding="utf-8")))
+    return dict(load_json("lymph_node_regions.json"))
 
 
 @lru_cache(maxsize=1)

@@ -17,11 +17,13 @@ from typing import Any, Literal
 
 import numpy as np
 
+from dokuei.knowledge import data_path
+
 RecistClass = Literal["normal", "non_target", "target"]
 TargetResponse = Literal["CR", "PR", "SD", "PD", "NE", "none"]
 NonTargetResponse = Literal["CR", "non_pd", "NE", "none"]
 
-DATA_FILE = Path(__file__).resolve().parent.parent / "knowledge" / "data" / "recist_1_1.json"
+DATA_FILE = data_path("recist_1_1.json")
 
 RESPONSE_JA = {
     "CR": "完全奏効",

@@ -10,7 +10,6 @@ installed); only the tensors are kept.
 
 from __future__ import annotations
 
-import json
 import pickle
 from dataclasses import dataclass
 from functools import cache
@@ -20,8 +19,7 @@ from typing import Any
 import numpy as np
 
 from dokuei.io.radiograph import Radiograph
-
-CARD_PATH = Path(__file__).resolve().parent.parent / "knowledge" / "data" / "cxr_densenet121_res224_all.json"
+from dokuei.knowledge import load_json
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,7 @@ class ModelCard:
 
 @cache
 def model_card() -> ModelCard:
-    raw = json.loads(CARD_PATH.read_text(encoding="utf-8"))
+    raw = load_json("cxr_densenet121_res224_all.json")
     labels = raw["labels"]
     return ModelCard(
         weights_id=raw["weights_id"],

@@ -27,8 +27,7 @@ from typing import Any
 import numpy as np
 
 from dokuei.io.ecg import EcgRecord
-
-CARD_PATH = Path(__file__).resolve().parent.parent / "knowledge" / "data" / "ecg_ptbxl_superdiagnostic.json"
+from dokuei.knowledge import load_json
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ class ModelCard:
 
 @cache
 def model_card() -> ModelCard:
-    raw = json.loads(CARD_PATH.read_text(encoding="utf-8"))
+    raw = load_json("ecg_ptbxl_superdiagnostic.json")
     inp = raw["input"]
     return ModelCard(
         weights_id=raw["weights_id"],

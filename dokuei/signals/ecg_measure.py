@@ -19,22 +19,20 @@ Pipeline (every step on the record's own samples, none on values the device stor
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import warnings
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from dokuei.io.ecg import EcgRecord
+from dokuei.knowledge import load_json
 
 log = logging.getLogger(__name__)
 
-CRITERIA_PATH = Path(__file__).resolve().parent.parent / "knowledge" / "data" / "ecg_criteria.json"
 DETECTION_PREFERENCE = ("II", "V5", "I", "V6", "aVF", "V4", "V2", "III", "V3", "V1", "aVL", "aVR")
 
 BeatType = Literal["N", "V", "Q"]
@@ -64,7 +62,7 @@ SPATIAL_VELOCITY_FRACTION = 0.10  # QRS boundary: spatial velocity falls below 1
 
 @cache
 def load_criteria() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(CRITERIA_PATH.read_text(encoding="utf-8"))
+    data: dict[str, Any] = load_json("ecg_criteria.json")
     return data
 
 
