@@ -53,10 +53,11 @@ RHYTHM_JA: dict[str, str] = {
     "undetermined": "調律判定不能",
 }
 
-DOMINANT_CORR = 0.9  # a beat belongs to the dominant morphology above this correlation
-ECTOPIC_CORR = 0.85  # below this it has another morphology (knowledge/data/ecg_criteria.json: beat_typing)
-WIDE_RATIO = 1.5  # QRS energy width ≥ 150 % of the dominant beats': a wide (ventricular) complex
-WIDE_RATIO_DOMINANT_MAX = 1.8  # a beat this wide is never dominant, however well it correlates
+_BEAT_TYPING = load_json("ecg_criteria.json")["beat_typing"]  # thresholds and their rationale live there
+DOMINANT_CORR = float(_BEAT_TYPING["dominant_template_correlation_min"])  # joins the dominant morphology above this
+ECTOPIC_CORR = float(_BEAT_TYPING["ectopic_correlation_max"])  # below this it has another morphology
+WIDE_RATIO = float(_BEAT_TYPING["wide_qrs_ratio_min"])  # QRS energy width vs the dominant beats': ventricular
+WIDE_RATIO_DOMINANT_MAX = float(_BEAT_TYPING["never_dominant_width_ratio_min"])  # never dominant, however similar
 SPATIAL_VELOCITY_FRACTION = 0.10  # QRS boundary: spatial velocity falls below 10 % of its peak
 
 
