@@ -213,18 +213,11 @@ class Agent:
             return "plan"
         return "compose"
 
-    def _after_verify(self, state: AgentState) -> Literal["compose", "fallback", "audit"]:
-        if state.get("verified"):
+    def _after_verify(self, state: AgentState) -> Literal["compose", "audit"]:
+        # an LLM answer that fails is rewritten once; compose's third attempt is the deterministic composer
+        if state.get("verified") or state.get("composer") == "deterministic":
             return "audit"
-        if state.get("composer") != "deterministic":
-            return "compose" if state.get("compose_attempts", 0) < 2 else "fallback"
-        return "audit"
-
-    def fallback(self, state: AgentState) -> dict[str, Any]:
-        answer, sources = compose_deterministic(state.get("results", []), state.get("unmet", []))
-        report = verify_answer(answer, sources, trust_notes=True)
-        return {"answer": answer, "sources": [self._source_dict(s) for s in sources], "composer": "deterministic",
-                "verified": report.ok, "verify_issues": report.issues}
+        return "compose"
 
     def _build(self) -> Any:
         g = StateGraph(AgentState)
@@ -233,7 +226,6 @@ class Agent:
         g.add_node("execute", self.execute)
         g.add_node("compose", self.compose)
         g.add_node("verify", self.verify)
-        g.add_node("fallback", self.fallback)
         g.add_node("audit", self.audit_node)
         g.add_edge(START, "intake")
         g.add_edge("intake", "plan")
@@ -241,7 +233,6 @@ class Agent:
         g.add_conditional_edges("execute", self._after_execute)
         g.add_edge("compose", "verify")
         g.add_conditional_edges("verify", self._after_verify)
-        g.add_edge("fallback", "audit")
         g.add_edge("audit", END)
         return g.compile(checkpointer=self.checkpointer)
 
