@@ -60,6 +60,8 @@ def body_of(answer: str) -> str:
 def verify_answer(answer: str, sources: list[Source], *, trust_notes: bool = False) -> VerifyReport:
     """Check an answer; ``trust_notes`` skips '※' lines written by the deterministic composer."""
     by_number = {s.number: s for s in sources}
+    evidence_of = {s.number: s.text_for_check() for s in sources}
+    numbers_of = {n: numbers_in(text) for n, text in evidence_of.items()}
     issues: list[str] = []
     if sources and not body_of(answer).strip():
         return VerifyReport(ok=False, issues=["回答が空です"])
@@ -79,8 +81,8 @@ def verify_answer(answer: str, sources: list[Source], *, trust_notes: bool = Fal
         if (nums or terms) and not cited_sources:
             issues.append(f"出典のない臨床記述: 「{sentence[:60]}」")
             continue
-        evidence = " ".join(s.text_for_check() for s in cited_sources)
-        evidence_numbers = numbers_in(evidence)
+        evidence = " ".join(evidence_of[s.number] for s in cited_sources)
+        evidence_numbers = set().union(*(numbers_of[s.number] for s in cited_sources))
         missing = sorted(n for n in nums if n not in evidence_numbers)
         if missing:
             issues.append(f"出典にない数値 {missing}: 「{sentence[:60]}」")
