@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dokuei import __version__
 from dokuei.settings import Settings
 from dokuei.tools.context import ToolContext
-from dokuei.tools.weights import WeightsCheck, WeightSpec, check_weights
+from dokuei.tools.weights import WeightsCheck, WeightSpec, check_weights, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -308,14 +308,6 @@ def cuda_available() -> bool:
 
 def _sha256_json(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sha256_path(path: Path) -> str:

@@ -48,7 +48,7 @@ class WeightsCheck:
 _CACHE_NAME = ".sha256-cache.json"
 
 
-def _hash_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while block := fh.read(1 << 20):
@@ -73,7 +73,7 @@ def _cached_hash(path: Path, root: Path) -> str:
         if entry and entry[0] == stat.st_size and entry[1] == stat.st_mtime_ns:
             digest = str(entry[2])
         else:
-            digest = _hash_file(f)
+            digest = sha256_file(f)
             cache[key] = [stat.st_size, stat.st_mtime_ns, digest]
             changed = True
         lines.append(f"{f.relative_to(path).as_posix() if path.is_dir() else f.name} {digest}")
