@@ -7,7 +7,6 @@ with its rationale and guideline source), never from free text: the tool only re
 from __future__ import annotations
 
 import logging
-from functools import cache
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
@@ -23,10 +22,8 @@ log = logging.getLogger(__name__)
 Urgency = Literal["urgent", "consider", "routine"]
 
 
-@cache
 def load_rules() -> dict[str, Any]:
-    data: dict[str, Any] = load_json("cardiology_advice_rules.json")
-    return data
+    return load_json("cardiology_advice_rules.json")  # cached by load_json
 
 
 class AdviseCardiologyInput(BaseModel):

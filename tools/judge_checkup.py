@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import unicodedata
 from decimal import ROUND_HALF_UP, Decimal
-from functools import cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -22,10 +21,8 @@ from dokuei.tools.context import ToolContext
 Grade = Literal["A", "B", "C", "D", "E"]
 
 
-@cache
 def load_criteria() -> dict[str, Any]:
-    data: dict[str, Any] = load_json("checkup_criteria.json")
-    return data
+    return load_json("checkup_criteria.json")  # cached by load_json
 
 
 def _norm(text: str) -> str:

@@ -11,7 +11,6 @@ Criteria (cut-offs by sex, their sources) are data: ``knowledge/data/sarcopenia_
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import numpy as np
@@ -22,10 +21,8 @@ from dokuei.knowledge import load_json
 from dokuei.tools.base import ToolInputError
 
 
-@cache
 def criteria() -> dict[str, Any]:
-    data: dict[str, Any] = load_json("sarcopenia_ct_jp.json")
-    return data
+    return load_json("sarcopenia_ct_jp.json")  # cached by load_json
 
 
 @dataclass

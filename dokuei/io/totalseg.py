@@ -49,10 +49,8 @@ TaskName = Literal["total", "abdominal_muscles", "tissue_types"]
 TASKS: tuple[TaskName, ...] = ("total", "abdominal_muscles", "tissue_types")
 
 
-@cache
 def class_data() -> dict[str, Any]:
-    data: dict[str, Any] = load_json("totalseg_classes.json")
-    return data
+    return load_json("totalseg_classes.json")  # cached by load_json
 
 
 def class_map(task: str) -> dict[int, str]:

@@ -23,7 +23,6 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any, Literal
 
 import numpy as np
@@ -61,10 +60,8 @@ WIDE_RATIO_DOMINANT_MAX = float(_BEAT_TYPING["never_dominant_width_ratio_min"]) 
 SPATIAL_VELOCITY_FRACTION = 0.10  # QRS boundary: spatial velocity falls below 10 % of its peak
 
 
-@cache
 def load_criteria() -> dict[str, Any]:
-    data: dict[str, Any] = load_json("ecg_criteria.json")
-    return data
+    return load_json("ecg_criteria.json")  # cached by load_json
 
 
 @dataclass(frozen=True)
