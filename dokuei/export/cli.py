@@ -68,10 +68,7 @@ def _cli_export(args: argparse.Namespace) -> int:
 
 
 def _patient(text: str | None) -> dict[str, Any]:
-    try:
-        from dokuei.patient import parse_patient  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        from dokuei.cli import parse_patient
+    from dokuei.cli import parse_patient
     result: dict[str, Any] = parse_patient(text)
     return result
 
