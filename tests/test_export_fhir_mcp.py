@@ -67,6 +67,16 @@ def test_ct_turn_bundle_validates_and_round_trips_smi(ct_turn: dict[str, Any], t
     assert "34.63" in paths[1].read_text(encoding="utf-8")
 
 
+def test_ct_turn_pdf_renders_japanese_and_the_numbers(ct_turn: dict[str, Any], tmp_path: Path) -> None:
+    from pypdf import PdfReader
+
+    (pdf_path,) = write_exports(ct_turn, ["pdf"], tmp_path, "この CT で L3 の骨格筋量は？")
+    text = "".join(page.extract_text() for page in PdfReader(pdf_path).pages)
+    assert "臨床支援結果" in text and "筋肉量低下" in text  # Japanese survives embedding and extraction
+    assert "34.63" in text and "smi_cm2_per_m2" in text
+    assert "ct_phantom" not in text and "/tmp" not in text  # no file name or server path printed
+
+
 def test_checkup_bundle_has_one_graded_observation_per_item(home: Path) -> None:
     turn = Agent(Settings.load(home=home)).ask(CHECKUP_Q).to_json()
     bundle = turn_bundle(turn)

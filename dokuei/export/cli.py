@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dokuei.export import ExportError
 from dokuei.settings import Settings
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("fhir", "txt")
+FORMATS = ("fhir", "txt", "pdf")
 
 
 def write_exports(turn: dict[str, Any], formats: list[str], out_dir: Path, question: str = "") -> list[Path]:
@@ -31,6 +32,10 @@ def write_exports(turn: dict[str, Any], formats: list[str], out_dir: Path, quest
         path = out_dir / f"{stem}.fhir.json"
         path.write_text(json.dumps(turn_bundle(turn), ensure_ascii=False, indent=2), encoding="utf-8")
         written.append(path)
+    if "pdf" in formats:
+        from dokuei.export.pdf import turn_pdf
+
+        written.append(turn_pdf(turn, out_dir / f"{stem}.pdf", question))
     if "txt" in formats:
         path = out_dir / f"{stem}.txt"
         path.write_text(turn_text(turn, question), encoding="utf-8")
@@ -60,7 +65,7 @@ def _cli_export(args: argparse.Namespace) -> int:
     try:
         paths = write_exports(payload, [f.strip() for f in args.formats.split(",") if f.strip()], args.out,
                               args.question)
-    except ValueError as exc:
+    except (ValueError, ExportError) as exc:
         sys.stdout.write(f"エラー: {exc}\n")
         return 2
     sys.stdout.write(turn.answer_ja + "\n\n" + "\n".join(f"書き出し: {p}" for p in paths) + "\n")
