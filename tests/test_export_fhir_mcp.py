@@ -119,3 +119,37 @@ def test_mcp_over_stdio_subprocess(home: Path, tmp_path: Path) -> None:
     assert "judge_checkup" in got["names"]
     assert [i["grade"] for i in got["judged"].structured_content["output"]["items"]] == ["D", "D"]
     assert got["refused"].is_error
+
+
+def test_mcp_over_streamable_http_on_loopback(home: Path, tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "dokuei.cli", "mcp", "--http", "--port", str(port), "--allow",
+                             str(tmp_path)], env={**__import__("os").environ, "DOKUEI_HOME": str(home)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.3)
+        got = _mcp_calls(f"http://127.0.0.1:{port}/mcp", tmp_path, Path(__file__))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert [i["grade"] for i in got["judged"].structured_content["output"]["items"]] == ["D", "D"]
+    assert got["refused"].is_error
+
+
+def test_mcp_http_refuses_a_non_loopback_host(home: Path) -> None:
+    from dokuei.mcp_server import serve_http
+
+    with pytest.raises(ValueError, match="loopback"):
+        serve_http(Settings.load(home=home), [home], host="0.0.0.0")
