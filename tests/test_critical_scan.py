@@ -57,7 +57,8 @@ def test_parquet_worklist(tmp_path: Path) -> None:
     from dokuei.knowledge.records import ReportRecord
     from dokuei.reports.scan import scan_records, write_worklist
 
-    recs = [ReportRecord("R1", date(2026, 1, 5), "右気胸を認める。"), ReportRecord("R2", date(2026, 1, 5), "気胸なし。")]
+    day = date(2026, 1, 5)
+    recs = [ReportRecord("R1", day, "右気胸を認める。"), ReportRecord("R2", day, "気胸なし。")]
     res = scan_records(recs)
     path = write_worklist(res.rows, tmp_path / "w.parquet")
     table = pq.read_table(path).to_pylist()
