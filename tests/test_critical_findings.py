@@ -52,6 +52,8 @@ PATTERNS: list[tuple[str, str, str]] = [
     ("Pneumothorax cannot be excluded.", "pneumothorax", "suspected"),
     ("Findings suspicious for pneumothorax.", "pneumothorax", "suspected"),
     ("Stable small left pneumothorax.", "pneumothorax", "unchanged_known"),
+    ("No significant change in pneumothorax.", "pneumothorax", "unchanged_known"),  # 'no change', not 'no X'
+    ("Large left hydropneumothorax.", "pneumothorax", "present"),
     ("Old healed right rib fractures.", "unstable_fracture", "unchanged_known"),
 ]
 

@@ -62,6 +62,7 @@ _EN_POST_UNC = re.compile(r"^[^.;]{0,40}?\b(cannot be (excluded|ruled out)|can n
                           r"is suspected|is possible|is questioned|\?)")
 _EN_POST_KNOWN = re.compile(r"^[^.;]{0,40}?\b(unchanged|stable|again (seen|noted)|redemonstrated|"
                             r"not significantly changed|chronic|healed|old)\b")
+_EN_NO_CHANGE = re.compile(r"\bno (significant |interval |appreciable )?change\b")
 _EN_CONJ = re.compile(r"\b(but|however|although|though|except|which|aside from)\b|[;:]")
 _EN_WINDOW_WORDS = 8
 
@@ -184,13 +185,15 @@ def _status_en(s: Sentence, start: int, end: int) -> tuple[Status, str]:
     after = text[end:]
     if conj_after := _EN_CONJ.search(after):
         after = after[:conj_after.start()]
+    worsening = _WORSENING.search(text) is not None
+    if not worsening and (m := _EN_NO_CHANGE.search(before)):  # "no significant change in X" is not "no X"
+        return "unchanged_known", m.group(0)
     for pattern, status in ((_EN_PRE_NEG, "negated"), (_EN_PRE_UNC, "suspected")):
         if m := pattern.search(before):
             return status, m.group(0)  # type: ignore[return-value]
     for pattern, status in ((_EN_POST_NEG, "negated"), (_EN_POST_UNC, "suspected")):
         if m := pattern.search(after):
             return status, m.group(0).strip()  # type: ignore[return-value]
-    worsening = _WORSENING.search(text) is not None
     if not worsening and (m := _EN_PRE_KNOWN.search(before) or _EN_POST_KNOWN.search(after)):
         return "unchanged_known", m.group(0).strip()
     return "present", ""
