@@ -31,6 +31,7 @@ BUILTIN_TOOLS: dict[str, str] = {
     "classify_ecg": "dokuei.tools.classify_ecg:ClassifyEcg",
     "search_reports": "dokuei.tools.search_reports:SearchReports",
     "detect_critical_findings": "dokuei.tools.detect_critical_findings:DetectCriticalFindings",
+    "draft_impression": "dokuei.tools.draft_impression:DraftImpression",
 }
 
 
