@@ -32,6 +32,7 @@ BUILTIN_TOOLS: dict[str, str] = {
     "search_reports": "dokuei.tools.search_reports:SearchReports",
     "detect_critical_findings": "dokuei.tools.detect_critical_findings:DetectCriticalFindings",
     "draft_impression": "dokuei.tools.draft_impression:DraftImpression",
+    "structure_report": "dokuei.tools.structure_report:StructureReport",
 }
 
 

@@ -250,3 +250,9 @@ def detect(findings: str, impression: str = "", history: str = "", indication: s
 
 def category_by_id(category_id: str) -> Category:
     return next(c for c in load_categories()[2] if c.id == category_id)
+
+
+def status_at(s: Sentence, start: int, end: int) -> tuple[Status, str]:
+    """Status (and the cue that decided it) of the term at ``s.norm[start:end]``: the same rules as above."""
+    japanese = re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", s.norm) is not None
+    return (_status_ja if japanese else _status_en)(s, start, end)
