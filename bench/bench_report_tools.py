@@ -25,11 +25,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+def _out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 IU_MAP: dict[str, Callable[[str], bool]] = {
     "pneumothorax": lambda h: h in ("Pneumothorax", "Hydropneumothorax", "Hemopneumothorax"),
@@ -64,8 +70,8 @@ def _auc(y: list[int], s: list[float]) -> tuple[float, float, int]:
 
 
 def _report(name: str, rows: list[tuple[dict[str, float], set[str]]], cats: list[str]) -> None:
-    print(f"\n{name}: {len(rows)} reports")
-    print(f"{'category':<24} {'n_pos':>6} {'ROC-AUC':>8} {'PR-AUC':>8} {'prevalence':>10}")
+    _out(f"\n{name}: {len(rows)} reports")
+    _out(f"{'category':<24} {'n_pos':>6} {'ROC-AUC':>8} {'PR-AUC':>8} {'prevalence':>10}")
     for cat in [*cats, "any"]:
         if cat == "any":
             y = [int(bool(labels)) for _, labels in rows]
@@ -74,7 +80,7 @@ def _report(name: str, rows: list[tuple[dict[str, float], set[str]]], cats: list
             y = [int(cat in labels) for _, labels in rows]
             s = [sc.get(cat, 0.0) for sc, _ in rows]
         roc, pr, pos = _auc(y, s)
-        print(f"{cat:<24} {pos:>6} {roc:>8.3f} {pr:>8.3f} {pos / len(rows):>10.4f}")
+        _out(f"{cat:<24} {pos:>6} {roc:>8.3f} {pr:>8.3f} {pos / len(rows):>10.4f}")
 
 
 def bench_critical(n_synthetic: int, iu_limit: int | None) -> None:
@@ -98,8 +104,69 @@ def bench_critical(n_synthetic: int, iu_limit: int | None) -> None:
         syn.append((_scores(row["findings"], row["diagnosis"], row["clinical_info"]), labels))
     t_syn = time.perf_counter() - t0
     _report("synthetic Japanese (generator labels)", syn, list(SYN_MAP))
-    print(f"\nthroughput, one process: IU {len(iu) / t_iu:.0f} reports/s (incl. XML parsing), "
+    _out(f"\nthroughput, one process: IU {len(iu) / t_iu:.0f} reports/s (incl. XML parsing), "
           f"synthetic JA {len(syn) / t_syn:.0f} reports/s")
+
+
+def _rouge(ref: list[str], hyp: list[str]) -> tuple[float, float, float]:
+    """ROUGE-1/2/L F1 over token lists (characters for Japanese, words for English)."""
+    from collections import Counter
+
+    def f1(overlap: int, n_ref: int, n_hyp: int) -> float:
+        return 2 * overlap / (n_ref + n_hyp) if n_ref and n_hyp else 0.0
+
+    out = []
+    for n in (1, 2):
+        r = Counter(tuple(ref[i:i + n]) for i in range(len(ref) - n + 1))
+        h = Counter(tuple(hyp[i:i + n]) for i in range(len(hyp) - n + 1))
+        out.append(f1(sum((r & h).values()), sum(r.values()), sum(h.values())))
+    prev = [0] * (len(hyp) + 1)
+    for a in ref:
+        cur = [0]
+        for j, b in enumerate(hyp):
+            cur.append(prev[j] + 1 if a == b else max(prev[j + 1], cur[j]))
+        prev = cur
+    out.append(f1(prev[-1], len(ref), len(hyp)))
+    return out[0], out[1], out[2]
+
+
+def bench_impression(n: int) -> None:
+    """Synthetic Japanese held-out split by patient: exemplars only from the other patients' reports."""
+    import re
+
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from dokuei.knowledge.synthetic import generate
+    from dokuei.reports.impression import Exemplar, draft_impression
+
+    rows = list(generate(n, seed=21))
+    patients = sorted({r["patient_id"] for r in rows})
+    held = set(patients[:: 5])  # every 5th patient: ~20 % of the reports, none of their reports in the archive
+    train = [r for r in rows if r["patient_id"] not in held]
+    test = [r for r in rows if r["patient_id"] in held]
+    vec = TfidfVectorizer(analyzer="char", ngram_range=(2, 2))
+    matrix = vec.fit_transform([r["findings"] for r in train])
+
+    def chars(text: str) -> list[str]:
+        return [c for c in re.sub(r"\s+", "", text)]
+
+    totals = {"retrieval": [0.0, 0.0, 0.0], "extractive": [0.0, 0.0, 0.0]}
+    t0 = time.perf_counter()
+    for r in test:
+        sims = (matrix @ vec.transform([r["findings"]]).T).toarray().ravel()
+        top = sims.argsort()[::-1][:5]
+        exemplars = [Exemplar(train[i]["report_id"], train[i]["findings"], train[i]["diagnosis"]) for i in top]
+        for mode, ex in (("retrieval", exemplars), ("extractive", [])):
+            draft = draft_impression(r["findings"], ex, r["report_id"]).text
+            for k, v in enumerate(_rouge(chars(r["diagnosis"]), chars(draft))):
+                totals[mode][k] += v
+    dt = time.perf_counter() - t0
+    _out(f"impression, synthetic Japanese: {len(train)} archive / {len(test)} held-out reports "
+         f"(split by patient), character-level ROUGE F1")
+    for mode, (r1, r2, rl) in totals.items():
+        m = len(test)
+        _out(f"{mode:<11} ROUGE-1 {r1 / m:.3f}  ROUGE-2 {r2 / m:.3f}  ROUGE-L {rl / m:.3f}")
+    _out(f"{2 * len(test) / dt:.0f} drafts/s")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,8 +182,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.what == "critical":
         bench_critical(args.n_synthetic, args.iu_limit or None)
     else:
-        from bench.bench_impression import bench_impression  # noqa: PLC0415
-
         bench_impression(args.n)
 
 

@@ -79,3 +79,16 @@ def test_tool_excludes_the_archived_report_itself(archive_settings: tuple[Settin
     cited = {c.id for c in res.citations if c.kind == "report"}
     assert cited == {f"report:{rid}" for rid in out["exemplars_used"]}
     assert all(line["findings_sentence"] in target["findings"] for line in out["lines"])
+
+
+def test_acceptance_through_the_agent(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from dokuei.agent.graph import Agent
+
+    agent = Agent(Settings.load(home=tmp_path_factory.mktemp("agent-home")))
+    turn = agent.ask("この所見から診断欄を下書きして: 右肺上葉に12mm大の充実性結節を認める。胸水は認めない。")
+    assert [r.tool for r in turn.results] == ["draft_impression"]
+    out = turn.results[0].output
+    # no archive in this home: the extractive draft, the negated 胸水 sentence left out
+    assert out["draft"] == "右肺上葉に12mm大の充実性結節。" and out["mode"] == "extractive"
+    assert turn.verified, turn.verify_issues
+    assert "[1]" in turn.answer_ja
