@@ -24,7 +24,7 @@ DIMENSIONLESS = re.compile(r"(^n_|^num_|count|index|^idx|score|prob|threshold|ra
                            r"^slice|_slice$|^id$|_id$|_ids$|timepoint|version|^z$|^i$|^j$|^value|level|grade|weight$|^row|^lead|"
                            r"^rows|^cols|^channels|dice|^rr_|^page|^limit|^n$|^beats?)")
 VERBS = ("judge", "segment", "measure", "analyze", "classify", "search", "assess", "advise", "draft", "detect",
-         "compare", "summarize", "find", "estimate", "list", "check", "compute", "read")
+         "compare", "summarize", "find", "estimate", "list", "check", "compute", "read", "structure")
 
 ENTRIES = [e.name for e in tool_entries()]
 

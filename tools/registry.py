@@ -30,6 +30,9 @@ BUILTIN_TOOLS: dict[str, str] = {
     "measure_body_composition": "dokuei.tools.measure_body_composition:MeasureBodyComposition",
     "classify_ecg": "dokuei.tools.classify_ecg:ClassifyEcg",
     "search_reports": "dokuei.tools.search_reports:SearchReports",
+    "detect_critical_findings": "dokuei.tools.detect_critical_findings:DetectCriticalFindings",
+    "draft_impression": "dokuei.tools.draft_impression:DraftImpression",
+    "structure_report": "dokuei.tools.structure_report:StructureReport",
 }
 
 

@@ -1,0 +1,189 @@
+"""Figures for the report-text tools: critical-finding ROC-AUC / PR-AUC and throughput.
+
+    python -m bench.bench_report_tools critical [--n-synthetic 2000] [--iu-limit 0]
+    python -m bench.bench_report_tools impression [--n 600]
+
+Critical findings, per category and for "any mapped category", with the report's rule score
+(the category's status score, 0 when not mentioned) as the ranking score:
+
+* IU / Open-i chest X-ray reports (real, English): labels are the reports' *major MeSH* terms, assigned
+  by NLM indexers who read the report text (independent of these rules, but text-derived, not image truth).
+  Mapping (MeSH heading -> category): Pneumothorax, Hydropneumothorax, Hemopneumothorax -> pneumothorax;
+  Pneumoperitoneum -> free_air; Fractures, Bone -> unstable_fracture (MeSH has no instability qualifier, so
+  any fracture counts); Mass, and any heading containing Neoplasm / Carcinoma / Metasta / Lymphoma ->
+  suspected_malignancy; Abscess -> abscess. Not mapped (no MeSH label for the category): aortic dissection,
+  pulmonary embolism, intracranial haemorrhage, bowel obstruction, misplaced tube or line
+  ("Catheters, Indwelling" marks presence, not malposition).
+* Synthetic Japanese reports (knowledge/synthetic.py, ground truth = ``labels``): pneumothorax ->
+  pneumothorax, hemorrhage -> intracranial_hemorrhage, low_attenuation (written 「転移の除外を要する」) ->
+  suspected_malignancy. The rules were written knowing this generator's phrasing: an optimistic figure.
+
+Throughput: reports/s of :func:`dokuei.reports.critical.detect` in one process (one core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+IU_MAP: dict[str, Callable[[str], bool]] = {
+    "pneumothorax": lambda h: h in ("Pneumothorax", "Hydropneumothorax", "Hemopneumothorax"),
+    "free_air": lambda h: h == "Pneumoperitoneum",
+    "unstable_fracture": lambda h: h == "Fractures, Bone",
+    "suspected_malignancy": lambda h: h == "Mass" or any(w in h for w in ("Neoplasm", "Carcinoma", "Metasta",
+                                                                          "Lymphoma")),
+    "abscess": lambda h: h == "Abscess",
+}
+SYN_MAP = {"pneumothorax": "pneumothorax", "intracranial_hemorrhage": "hemorrhage",
+           "suspected_malignancy": "low_attenuation"}
+
+
+def _scores(findings: str, impression: str, indication: str) -> dict[str, float]:
+    from dokuei.reports.critical import detect
+    from dokuei.reports.text import ReportTextError
+
+    try:
+        det = detect(findings, impression, indication=indication)
+    except ReportTextError:
+        return {}
+    return {c.category.id: c.score for c in det.categories}
+
+
+def _auc(y: list[int], s: list[float]) -> tuple[float, float, int]:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    pos = sum(y)
+    if pos == 0 or pos == len(y):
+        return float("nan"), float("nan"), pos
+    return float(roc_auc_score(y, s)), float(average_precision_score(y, s)), pos
+
+
+def _report(name: str, rows: list[tuple[dict[str, float], set[str]]], cats: list[str]) -> None:
+    _out(f"\n{name}: {len(rows)} reports")
+    _out(f"{'category':<24} {'n_pos':>6} {'ROC-AUC':>8} {'PR-AUC':>8} {'prevalence':>10}")
+    for cat in [*cats, "any"]:
+        if cat == "any":
+            y = [int(bool(labels)) for _, labels in rows]
+            s = [max((v for k, v in sc.items() if k in cats), default=0.0) for sc, _ in rows]
+        else:
+            y = [int(cat in labels) for _, labels in rows]
+            s = [sc.get(cat, 0.0) for sc, _ in rows]
+        roc, pr, pos = _auc(y, s)
+        _out(f"{cat:<24} {pos:>6} {roc:>8.3f} {pr:>8.3f} {pos / len(rows):>10.4f}")
+
+
+def bench_critical(n_synthetic: int, iu_limit: int | None) -> None:
+    from dokuei.knowledge.iu import iter_rows, mesh_heads
+    from dokuei.knowledge.synthetic import generate
+
+    iu: list[tuple[dict[str, float], set[str]]] = []
+    t0 = time.perf_counter()
+    for _, row in iter_rows(limit=iu_limit):
+        heads = mesh_heads(row["labels"])
+        labels = {cat for cat, match in IU_MAP.items() if any(match(h) for h in heads)}
+        iu.append((_scores(row["findings"], row["diagnosis"], row["clinical_info"]), labels))
+    t_iu = time.perf_counter() - t0
+    _report("IU / Open-i (English, major MeSH labels)", iu, list(IU_MAP))
+
+    syn: list[tuple[dict[str, float], set[str]]] = []
+    rows: list[dict[str, Any]] = list(generate(n_synthetic, seed=11))
+    t0 = time.perf_counter()
+    for row in rows:
+        labels = {cat for cat, code in SYN_MAP.items() if code in row["labels"]}
+        syn.append((_scores(row["findings"], row["diagnosis"], row["clinical_info"]), labels))
+    t_syn = time.perf_counter() - t0
+    _report("synthetic Japanese (generator labels)", syn, list(SYN_MAP))
+    _out(f"\nthroughput, one process: IU {len(iu) / t_iu:.0f} reports/s (incl. XML parsing), "
+          f"synthetic JA {len(syn) / t_syn:.0f} reports/s")
+
+
+def _rouge(ref: list[str], hyp: list[str]) -> tuple[float, float, float]:
+    """ROUGE-1/2/L F1 over token lists (characters for Japanese, words for English)."""
+    from collections import Counter
+
+    def f1(overlap: int, n_ref: int, n_hyp: int) -> float:
+        return 2 * overlap / (n_ref + n_hyp) if n_ref and n_hyp else 0.0
+
+    out = []
+    for n in (1, 2):
+        r = Counter(tuple(ref[i:i + n]) for i in range(len(ref) - n + 1))
+        h = Counter(tuple(hyp[i:i + n]) for i in range(len(hyp) - n + 1))
+        out.append(f1(sum((r & h).values()), sum(r.values()), sum(h.values())))
+    prev = [0] * (len(hyp) + 1)
+    for a in ref:
+        cur = [0]
+        for j, b in enumerate(hyp):
+            cur.append(prev[j] + 1 if a == b else max(prev[j + 1], cur[j]))
+        prev = cur
+    out.append(f1(prev[-1], len(ref), len(hyp)))
+    return out[0], out[1], out[2]
+
+
+def bench_impression(n: int) -> None:
+    """Synthetic Japanese held-out split by patient: exemplars only from the other patients' reports."""
+    import re
+
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from dokuei.knowledge.synthetic import generate
+    from dokuei.reports.impression import Exemplar, draft_impression
+
+    rows = list(generate(n, seed=21))
+    patients = sorted({r["patient_id"] for r in rows})
+    held = set(patients[:: 5])  # every 5th patient: ~20 % of the reports, none of their reports in the archive
+    train = [r for r in rows if r["patient_id"] not in held]
+    test = [r for r in rows if r["patient_id"] in held]
+    vec = TfidfVectorizer(analyzer="char", ngram_range=(2, 2))
+    matrix = vec.fit_transform([r["findings"] for r in train])
+
+    def chars(text: str) -> list[str]:
+        return [c for c in re.sub(r"\s+", "", text)]
+
+    totals = {"retrieval": [0.0, 0.0, 0.0], "extractive": [0.0, 0.0, 0.0]}
+    t0 = time.perf_counter()
+    for r in test:
+        sims = (matrix @ vec.transform([r["findings"]]).T).toarray().ravel()
+        top = sims.argsort()[::-1][:5]
+        exemplars = [Exemplar(train[i]["report_id"], train[i]["findings"], train[i]["diagnosis"]) for i in top]
+        for mode, ex in (("retrieval", exemplars), ("extractive", [])):
+            draft = draft_impression(r["findings"], ex, r["report_id"]).text
+            for k, v in enumerate(_rouge(chars(r["diagnosis"]), chars(draft))):
+                totals[mode][k] += v
+    dt = time.perf_counter() - t0
+    _out(f"impression, synthetic Japanese: {len(train)} archive / {len(test)} held-out reports "
+         f"(split by patient), character-level ROUGE F1")
+    for mode, (r1, r2, rl) in totals.items():
+        m = len(test)
+        _out(f"{mode:<11} ROUGE-1 {r1 / m:.3f}  ROUGE-2 {r2 / m:.3f}  ROUGE-L {rl / m:.3f}")
+    _out(f"{2 * len(test) / dt:.0f} drafts/s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("critical")
+    p.add_argument("--n-synthetic", type=int, default=2000)
+    p.add_argument("--iu-limit", type=int, default=0, help="0 = all 3,955")
+    p = sub.add_parser("impression")
+    p.add_argument("--n", type=int, default=600)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if args.what == "critical":
+        bench_critical(args.n_synthetic, args.iu_limit or None)
+    else:
+        bench_impression(args.n)
+
+
+if __name__ == "__main__":
+    main()

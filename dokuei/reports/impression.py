@@ -1,0 +1,173 @@
+"""Draft a 診断 (impression) from 所見 (findings), each sentence resting on a findings sentence or an exemplar.
+
+Deterministic, retrieval-based: the positive findings sentences (negated ones such as 「胸水は認めない」 are
+left out, as radiologists leave them out of the impression) become impression phrases. For each, the most
+similar findings sentence among the exemplars (similar archived reports) is looked up; when it is close
+and its report's impression holds a phrase for it, that phrase's wording is adopted with the numbers of the
+report being drafted, but only when the adopted phrase's content is still in the findings sentence
+(≥ 90 % of its letters occur in the sentence); otherwise the findings sentence itself is compressed (its predicate
+「を認める」「あり」 removed). The report being drafted is never its own exemplar: exemplars with the same id
+or near-identical findings (character-3-gram Jaccard ≥ 0.9) are dropped first.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from dokuei.reports.critical import detect
+from dokuei.reports.text import ReportTextError, is_japanese, norm, split_sentences
+
+NEAR_DUPLICATE_JACCARD = 0.9
+ADOPT_MIN_SIMILARITY = 0.5  # Dice of character bigrams, findings sentence vs exemplar findings sentence
+ADOPT_MIN_CONTAINMENT = 0.9  # share of the adopted phrase's letters (digits aside) found in our sentence
+
+_NEG_JA = re.compile(r"(認め(られ)?(ない|ません|ず)|指摘(でき|され)(ない|ません)|(?<!少)ない|なし|ありません|否定的"
+                     r"|明らかでない)[。.]?$")
+_NEG_EN = re.compile(r"^(no|without|negative for|there is no|there are no)\b|\b(not seen|not identified|"
+                     r"are normal|is normal|within normal limits|are clear|is clear|unremarkable)\b")
+_PRED_JA = re.compile(r"(を|が)?(認め(ます|る|られる|られます)?|あり(ます)?|見られる|みられる|を伴う|を呈する"
+                      r"|の所見|である|です)[。.]?$|[。.]$")
+_NUM = re.compile(r"\d+(?:\.\d+)?")
+
+
+@dataclass(frozen=True)
+class Exemplar:
+    report_id: str
+    findings: str
+    impression: str
+
+
+@dataclass(frozen=True)
+class DraftSentence:
+    text: str
+    findings_sentence: str  # the sentence of the findings it rests on (quoted)
+    findings_index: int
+    exemplar_id: str | None = None  # the archived report whose wording was adopted
+    exemplar_phrase: str | None = None
+
+
+@dataclass
+class Draft:
+    sentences: list[DraftSentence]
+    exemplars_used: list[str]
+    excluded_exemplars: list[str]
+    mode: str  # "retrieval" or "extractive"
+    notes_ja: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.sentences)
+
+
+def _grams(text: str, n: int) -> set[str]:
+    t = re.sub(r"\s+", "", norm(text))
+    return {t[i:i + n] for i in range(max(0, len(t) - n + 1))}
+
+
+def jaccard3(a: str, b: str) -> float:
+    ga, gb = _grams(a, 3), _grams(b, 3)
+    return len(ga & gb) / len(ga | gb) if ga and gb else 0.0
+
+
+def dice2(a: str, b: str) -> float:
+    ga, gb = _grams(a, 2), _grams(b, 2)
+    return 2 * len(ga & gb) / (len(ga) + len(gb)) if ga and gb else 0.0
+
+
+def is_negative(sentence: str) -> bool:
+    s = norm(sentence).strip()
+    return bool(_NEG_JA.search(s)) if is_japanese(s) else bool(_NEG_EN.search(s))
+
+
+def usable_exemplars(exemplars: list[Exemplar], findings: str, report_id: str | None) -> tuple[list[Exemplar],
+                                                                                                  list[str]]:
+    """Exemplars minus the report itself (same id, or near-identical findings)."""
+    keep: list[Exemplar] = []
+    dropped: list[str] = []
+    for ex in exemplars:
+        if (report_id is not None and ex.report_id == report_id) or \
+                jaccard3(ex.findings, findings) >= NEAR_DUPLICATE_JACCARD:
+            dropped.append(ex.report_id)
+        else:
+            keep.append(ex)
+    return keep, dropped
+
+
+def compress(sentence: str) -> str:
+    s = sentence.strip()
+    if is_japanese(s):
+        s = _PRED_JA.sub("", s).rstrip("、")
+        s = re.sub(r"^(前回（[^）]*）と比較して、|前回と比較して、?)", "", s)
+        return s + "。"
+    s = s.rstrip(". ")
+    return (s[:1].upper() + s[1:] + ".") if s else s
+
+
+def _exemplar_pairs(ex: Exemplar) -> list[tuple[str, str]]:
+    """(exemplar findings sentence, the impression phrase most like it) for one exemplar."""
+    phrases = [p for p in re.split(r"[。\n]|(?<=\.)\s", ex.impression) if p.strip()]
+    pairs = []
+    for fs in split_sentences(ex.findings):
+        if is_negative(fs) or not phrases:
+            continue
+        best = max(phrases, key=lambda p: dice2(p, fs))
+        if dice2(best, fs) > 0.2:
+            pairs.append((fs, best.strip()))
+    return pairs
+
+
+def _adapt(phrase: str, ex_sentence: str, sentence: str) -> str | None:
+    """The exemplar's phrase with our numbers; None unless its content is in our sentence."""
+    ours, theirs = _NUM.findall(sentence), _NUM.findall(ex_sentence)
+    phrase_nums = _NUM.findall(phrase)
+    if phrase_nums:
+        if len(ours) != len(theirs):
+            return None
+        mapping = dict(zip(theirs, ours, strict=True))
+        if any(n not in mapping for n in phrase_nums):
+            return None
+        phrase = _NUM.sub(lambda m: mapping[m.group(0)], phrase)
+    body = [c for c in norm(phrase) if c.isalpha()]
+    target = set(norm(sentence))
+    if not body or sum(c in target for c in body) / len(body) < ADOPT_MIN_CONTAINMENT:
+        return None
+    return phrase
+
+
+def draft_impression(findings: str, exemplars: list[Exemplar] | None = None,
+                     report_id: str | None = None) -> Draft:
+    findings_sentences = split_sentences(findings)
+    if not findings_sentences:
+        raise ReportTextError("所見の本文がありません。所見欄を貼り付けてください。", "empty findings")
+    usable, dropped = usable_exemplars(exemplars or [], findings, report_id)
+    pairs = [(ex.report_id, fs, ph) for ex in usable for fs, ph in _exemplar_pairs(ex)]
+    japanese = is_japanese(findings)
+    # the critical-finding rules catch negations the end-of-sentence rule misses (「気胸、胸水は認めない」)
+    draft: list[DraftSentence] = []
+    used: list[str] = []
+    for i, sentence in enumerate(findings_sentences):
+        if is_negative(sentence):
+            continue
+        det = detect(sentence)
+        if det.categories and all(c.status == "negated" for c in det.categories):
+            continue
+        best = max(pairs, key=lambda p: dice2(p[1], sentence), default=None)
+        text: str | None = None
+        if best is not None and dice2(best[1], sentence) >= ADOPT_MIN_SIMILARITY:
+            text = _adapt(best[2], best[1], sentence)
+        if text is not None and best is not None:
+            text = text.rstrip("。. ") + ("。" if japanese else ".")
+            draft.append(DraftSentence(text, sentence, i, best[0], best[2]))
+            used.append(best[0])
+        else:
+            draft.append(DraftSentence(compress(sentence), sentence, i))
+    notes = []
+    if not draft:
+        text = "有意な異常所見なし。" if japanese else "No acute abnormality."
+        draft.append(DraftSentence(text, findings_sentences[0], 0))
+        notes.append("所見欄に陽性所見の記載がないため、異常なしとしました。")
+    mode = "retrieval" if usable else "extractive"
+    if not usable:
+        notes.append("類似の過去レポート（用例）が使えないため、所見の文だけから抽出的に下書きしました。")
+    return Draft(draft, list(dict.fromkeys(used)), dropped, mode, notes)

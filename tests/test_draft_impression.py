@@ -1,0 +1,94 @@
+"""draft_impression: cited drafts, exemplar exclusion (same id, near-identical text), extractive fallback.
+
+The archive test imports 300 synthetic Japanese reports (hashed-bigram stand-in embedder: the tool only
+uses BM25, so retrieval quality does not depend on it) and drafts a report that is itself in the archive:
+it must never come back as its own exemplar.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dokuei.reports.impression import Exemplar, compress, draft_impression, jaccard3
+from dokuei.settings import Settings
+from dokuei.tools.base import ToolStatus
+from dokuei.tools.draft_impression import DraftImpression
+
+NODULE = "右肺上葉に8mm大の充実性結節を認める。胸水は認めない。"
+EXEMPLAR = Exemplar("SYN-1", "右肺上葉に12mm大の充実性結節を認める。胸水は認めない。", "右肺上葉結節（12mm）。")
+
+
+def test_exemplar_wording_adopted_with_our_numbers() -> None:
+    d = draft_impression(NODULE, [EXEMPLAR])
+    # the exemplar's 12 mm is replaced by this report's 8 mm; the negated 胸水 sentence is left out
+    assert d.text == "右肺上葉結節（8mm）。"
+    assert d.sentences[0].exemplar_id == "SYN-1"
+    assert d.sentences[0].findings_sentence == "右肺上葉に8mm大の充実性結節を認める。"
+    assert d.mode == "retrieval"
+
+
+def test_exemplar_for_another_location_is_not_adopted() -> None:
+    d = draft_impression("左肺下葉に8mm大の充実性結節を認める。", [EXEMPLAR])
+    assert d.text == "左肺下葉に8mm大の充実性結節。"  # 右肺上葉 would be a finding not in the text
+    assert d.sentences[0].exemplar_id is None
+
+
+def test_the_report_is_never_its_own_exemplar() -> None:
+    own = Exemplar("R-42", NODULE, "右肺上葉結節（8mm）、経過観察。")
+    twin = Exemplar("R-43", NODULE.replace("。胸水", "。 胸水"), "右肺上葉結節（8mm）、要精査。")
+    assert jaccard3(twin.findings, NODULE) >= 0.9
+    d = draft_impression(NODULE, [own, twin, EXEMPLAR], report_id="R-42")
+    assert set(d.excluded_exemplars) == {"R-42", "R-43"}
+    assert d.exemplars_used == ["SYN-1"]
+    # by text alone (no id given) the identical report is still excluded
+    assert draft_impression(NODULE, [own]).excluded_exemplars == ["R-42"]
+
+
+def test_extractive_without_exemplars_says_so() -> None:
+    d = draft_impression("右気胸を認めます。縦隔の偏位はありません。")
+    assert d.text == "右気胸。" and d.mode == "extractive"
+    assert any("抽出" in n for n in d.notes_ja)
+    assert compress("Small right pleural effusion.") == "Small right pleural effusion."
+    assert draft_impression("No pneumothorax. No effusion.").text == "No acute abnormality."
+
+
+@pytest.fixture(scope="module")
+def archive_settings(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict[str, str]]:
+    from dokuei.knowledge.archive import ReportArchive
+    from dokuei.knowledge.importers import import_rows
+    from dokuei.knowledge.synthetic import generate
+    from tests.reports_fixtures import HashEmbedder
+
+    settings = Settings.load(home=tmp_path_factory.mktemp("draft-home"))
+    rows = list(generate(300, seed=5))
+    archive = ReportArchive(settings, embedder=HashEmbedder())  # type: ignore[arg-type]
+    import_rows(archive, enumerate(rows, start=1), source="syn", progress=False)
+    target = next(r for r in rows if "nodule" in r["labels"])
+    return settings, target
+
+
+def test_tool_excludes_the_archived_report_itself(archive_settings: tuple[Settings, dict[str, str]]) -> None:
+    settings, target = archive_settings
+    tool = DraftImpression(settings)
+    res = tool({"findings": target["findings"], "report_id": target["report_id"], "k": 5})
+    assert res.status is ToolStatus.OK and res.output is not None, res.summary_ja
+    out = res.output
+    assert out["mode"] == "retrieval"
+    assert target["report_id"] not in out["exemplars_considered"]
+    assert target["report_id"] in out["excluded_exemplars"]
+    cited = {c.id for c in res.citations if c.kind == "report"}
+    assert cited == {f"report:{rid}" for rid in out["exemplars_used"]}
+    assert all(line["findings_sentence"] in target["findings"] for line in out["lines"])
+
+
+def test_acceptance_through_the_agent(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from dokuei.agent.graph import Agent
+
+    agent = Agent(Settings.load(home=tmp_path_factory.mktemp("agent-home")))
+    turn = agent.ask("この所見から診断欄を下書きして: 右肺上葉に12mm大の充実性結節を認める。胸水は認めない。")
+    assert [r.tool for r in turn.results] == ["draft_impression"]
+    out = turn.results[0].output
+    # no archive in this home: the extractive draft, the negated 胸水 sentence left out
+    assert out["draft"] == "右肺上葉に12mm大の充実性結節。" and out["mode"] == "extractive"
+    assert turn.verified, turn.verify_issues
+    assert "[1]" in turn.answer_ja
