@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from dokuei.patient import SOURCE_FORM, SOURCE_QUESTION, SOURCE_UNKNOWN, patient_from_question, resolve_patient
 from dokuei.settings import Settings
 
 
@@ -39,3 +40,35 @@ def test_chat_answers_with_sources_and_trace(tmp_path: Path) -> None:
         assert json.loads(trace)[0]["name"] == "judge_checkup"
     finally:
         app.close()
+
+
+def test_question_sex_is_used_when_the_form_is_empty() -> None:
+    # the issue #10 example: no form fields, 「60歳女性」 in the question must reach the tool as F/60
+    res = resolve_patient("60歳女性、腹囲 88 cm、血色素量 12.5 g/dL の判定は？", {})
+    assert res.values == {"age_years": 60, "sex": "F"}
+    assert res.sources["sex"] == SOURCE_QUESTION and res.sources["height_cm"] == SOURCE_UNKNOWN
+    assert res.conflicts == []
+    assert "女性（質問文）" in res.banner_markdown() and "身長** 不明（不明）" in res.banner_markdown()
+
+
+def test_question_and_form_disagreeing_on_sex_leave_sex_unknown() -> None:
+    res = resolve_patient("60歳女性の血色素量 12.5 g/dL は？", {"sex": "M", "height_cm": 158.0})
+    assert "sex" not in res.values  # neither value is used silently
+    assert res.values == {"age_years": 60, "height_cm": 158.0}
+    assert res.sources["height_cm"] == SOURCE_FORM
+    assert res.conflict_message_ja() == "患者情報が食い違っています: 性別（質問: 女性 / 入力欄: 男性）。確認してください"
+
+
+def test_agreeing_sources_are_both_named_and_bad_values_dropped() -> None:
+    res = resolve_patient("72歳男性", {"age_years": 72, "weight_kg": 900.0})
+    assert res.values == {"age_years": 72, "sex": "M"}  # 900 kg is outside PatientContext's range: not used
+    assert res.sources["age_years"] == f"{SOURCE_QUESTION} + {SOURCE_FORM}"
+
+
+def test_question_parsing_keeps_words_like_danjo_out() -> None:
+    assert patient_from_question("男女別の基準で判定して") == {}
+    assert patient_from_question("身長 165 cm 体重 58.5 kg の 45 歳男性") == {
+        "age_years": 45, "sex": "M", "height_cm": 165.0, "weight_kg": 58.5}
+    # two sexes in one question: both kept so resolve_patient reports a conflict
+    assert patient_from_question("男性、いや女性") == {"sex": ["M", "F"]}
+    assert "sex" not in resolve_patient("男性、いや女性", {}).values
