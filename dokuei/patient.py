@@ -93,7 +93,8 @@ class Conflict:
     values: dict[str, list[Any]]  # source label → the values it stated
 
     def text_ja(self) -> str:
-        parts = " / ".join(f"{_SHORT_SOURCE.get(source, source)}: " + "・".join(format_value(self.field, v) for v in stated)
+        parts = " / ".join(f"{_SHORT_SOURCE.get(source, source)}: "
+                           + "・".join(format_value(self.field, v) for v in stated)
                            for source, stated in self.values.items())
         return f"{FIELD_LABELS_JA[self.field]}（{parts}）"
 

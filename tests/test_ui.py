@@ -56,7 +56,8 @@ def test_question_and_form_disagreeing_on_sex_leave_sex_unknown() -> None:
     assert "sex" not in res.values  # neither value is used silently
     assert res.values == {"age_years": 60, "height_cm": 158.0}
     assert res.sources["height_cm"] == SOURCE_FORM
-    assert res.conflict_message_ja() == "患者情報が食い違っています: 性別（質問: 女性 / 入力欄: 男性）。確認してください"
+    assert res.conflict_message_ja() == (
+        "患者情報が食い違っています: 性別（質問: 女性 / 入力欄: 男性）。確認してください")
 
 
 def test_agreeing_sources_are_both_named_and_bad_values_dropped() -> None:
