@@ -19,7 +19,8 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_chat_answers_with_sources_and_trace(tmp_path: Path) -> None:
+def test_checkup_without_patient_fields_uses_the_sex_in_the_question(tmp_path: Path) -> None:
+    """Issue #10: an empty form must not mean 男性. Hb 12.5 g/dL is A for a woman (≥ 12.1) and C for a man."""
     from gradio_client import Client
 
     from dokuei.ui.app import build_app
@@ -29,18 +30,18 @@ def test_chat_answers_with_sources_and_trace(tmp_path: Path) -> None:
     app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        # the session id is a gr.State: kept by the server per browser session, not part of the API
-        chat, sources, trace, _gallery = client.predict(
-            "55歳男性、HbA1c 6.8%、空腹時血糖 130 mg/dL は要受診ですか？", [], None, 55, "男性", None, None,
-            api_name="/respond")
+        # the session is a gr.State kept by the server per browser session, not part of the API
+        chat, banner, sources, trace, raw, _gallery, _question, _send = client.predict(
+            "60歳女性、腹囲 88 cm、血色素量 12.5 g/dL の判定は？", [], None, None, None, None, api_name="/respond")
         answer = chat[-1]["content"]
         text = answer if isinstance(answer, str) else "".join(part.get("text", "") for part in answer)
-        assert "D 判定" in text and "[1]" in text
-        assert "judge_checkup" in sources
-        assert json.loads(trace)[0]["name"] == "judge_checkup"
+        assert "血色素量 12.5 g/dL: A 判定" in text and "[1]" in text
+        assert "女性（質問文）" in banner
+        assert "judge\\_checkup" in sources  # tool names are escaped markdown, shown literally
+        assert trace["data"][0][:2] == ["judge_checkup", "完了"]
+        assert json.loads(raw)[0]["input"]["sex"] == "F"
     finally:
         app.close()
-
 
 def test_question_sex_is_used_when_the_form_is_empty() -> None:
     # the issue #10 example: no form fields, 「60歳女性」 in the question must reach the tool as F/60
@@ -73,3 +74,27 @@ def test_question_parsing_keeps_words_like_danjo_out() -> None:
     # two sexes in one question: both kept so resolve_patient reports a conflict
     assert patient_from_question("男性、いや女性") == {"sex": ["M", "F"]}
     assert "sex" not in resolve_patient("男性、いや女性", {}).values
+
+
+def test_non_loopback_host_without_login_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dokuei.ui.app import check_access
+
+    monkeypatch.delenv("DOKUEI_UI_USERNAME", raising=False)
+    monkeypatch.delenv("DOKUEI_UI_PASSWORD", raising=False)
+    assert check_access("127.0.0.1") is None
+    with pytest.raises(SystemExit, match="DOKUEI_UI_USERNAME"):
+        check_access("0.0.0.0")
+    monkeypatch.setenv("DOKUEI_UI_USERNAME", "ward3")
+    with pytest.raises(SystemExit):  # a user name without a password is no login
+        check_access("192.168.1.20")
+    monkeypatch.setenv("DOKUEI_UI_PASSWORD", "s3cret")
+    assert check_access("192.168.1.20") == ("ward3", "s3cret")
+
+
+def test_tool_text_is_escaped_and_server_paths_are_hidden() -> None:
+    from dokuei.ui.present import clinician_text
+
+    shown = clinician_text("~/.dokuei/weights を確認 [1]。出力: /home/u/.dokuei/artifacts/ab12/overlay.png *強調*")
+    assert "\\~" in shown and "\\*強調\\*" in shown  # no strikethrough or emphasis from tool text
+    assert "[1]" in shown  # citations still link
+    assert "/home/u" not in shown and "overlay.png" in shown
