@@ -262,7 +262,7 @@ def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
                 study_table = gr.Dataframe(headers=present.STUDY_HEADERS, value=[], label="この患者の検査",
                                            interactive=False, elem_id="studies")
                 with gr.Row():
-                    remove_pick = gr.Dropdown([], label="削除する検査", value=None)
+                    remove_pick = gr.Dropdown([], label="削除する検査", value=None, elem_id="remove-pick")
                     remove = gr.Button("削除", elem_id="remove-study")
                 with gr.Row():
                     role_pick = gr.Dropdown([], label="役割を変える検査", value=None)
