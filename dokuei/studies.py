@@ -75,6 +75,13 @@ class Study:
     def n_slices(self) -> int:
         return sum(s.n_files for s in self.series)
 
+    @property
+    def ct_folder(self) -> Path | None:
+        """The folder a CT viewer opens: the NIfTI study, else the first CT series."""
+        if self.nifti_study is not None:
+            return self.nifti_study
+        return next((s.folder for s in self.series if s.modality == "CT"), None)
+
     def attachments(self) -> list[Path]:
         """What the agent is given for this study: one folder per series, the NIfTI study folder, loose files."""
         paths: list[Path] = [s.folder for s in self.series]

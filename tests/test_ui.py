@@ -31,8 +31,10 @@ def test_checkup_without_patient_fields_uses_the_sex_in_the_question(tmp_path: P
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         # the session is a gr.State kept by the server per browser session, not part of the API
-        chat, banner, sources, trace, raw, _gallery, _question, _send = client.predict(
-            "60歳女性、腹囲 88 cm、血色素量 12.5 g/dL の判定は？", [], None, None, None, None, api_name="/respond")
+        # outputs as the client sees them (the button update is not part of the API): chat, banner, sources,
+        # trace, raw JSON, gallery, question
+        chat, banner, sources, trace, raw, *_ = client.predict(
+            "60歳女性、腹囲 88 cm、血色素量 12.5 g/dL の判定は？", [], "", None, "", "", api_name="/respond")
         answer = chat[-1]["content"]
         text = answer if isinstance(answer, str) else "".join(part.get("text", "") for part in answer)
         assert "血色素量 12.5 g/dL: A 判定" in text and "[1]" in text
@@ -98,3 +100,41 @@ def test_tool_text_is_escaped_and_server_paths_are_hidden() -> None:
     assert "\\~" in shown and "\\*強調\\*" in shown  # no strikethrough or emphasis from tool text
     assert "[1]" in shown  # citations still link
     assert "/home/u" not in shown and "overlay.png" in shown
+
+
+def test_window_presets_map_hu_to_grey_by_centre_and_width() -> None:
+    import numpy as np
+
+    from dokuei.ui.viewer import window
+
+    hu = np.array([-1000.0, 40.0, 240.0, -160.0, 3000.0])
+    # 縦隔 (40, 400): low −160, high 240 → centre is mid-grey, the ends black and white
+    assert window(hu, "縦隔").tolist() == [0, 127, 255, 0, 255]
+    # 肺野 (−600, 1500): low −1350, so air −1000 is (350 / 1500) × 255 = 59.5 → 59, not black
+    assert window(hu, "肺野")[0] == 59
+
+
+def test_axial_render_puts_anterior_up_and_colours_only_the_mask() -> None:
+    import numpy as np
+
+    from dokuei.ui.viewer import render_axial
+
+    hu = np.full((4, 5, 3), -1000.0)
+    hu[:, 4, 1] = 1500.0  # RAS: j = 4 is the most anterior row of slice 1; 1500 HU is the 骨 window top
+    labels = np.zeros((4, 5, 3), dtype=np.uint8)
+    labels[0, 0, 1] = 1
+    image = render_axial(hu, 1, "骨", labels)
+    assert image.shape == (5, 4, 3)  # rows are anterior → posterior, columns the 4 left-right voxels
+    assert image[0, 1].tolist() == [255, 255, 255]  # the anterior row is on top
+    plain = render_axial(hu, 1, "骨", None)
+    changed = np.argwhere((image != plain).any(axis=2))
+    assert changed.tolist() == [[4, 0]]  # only the one labelled voxel is tinted
+
+
+def test_form_fields_empty_means_unknown_not_zero() -> None:
+    from dokuei.ui.app import _form_patient
+
+    assert _form_patient("", None, "", "") == {}  # gr.Number showed 0 here, which is not 'unknown'
+    assert _form_patient("７２", "女性", "158 cm", "52.5") == {"age_years": 72, "sex": "F", "height_cm": 158.0,
+                                                            "weight_kg": 52.5}
+    assert _form_patient("abc", "不明", None, "") == {}

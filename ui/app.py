@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import time
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 from dokuei import studies as st
 from dokuei.patient import resolve_patient
 from dokuei.settings import Settings
-from dokuei.ui import present
+from dokuei.ui import present, viewer
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,24 @@ DEFAULT_RETENTION_HOURS = 24.0
 _POLL_S = 0.5
 
 
-def _form_patient(age: float | None, sex: str | None, height: float | None, weight: float | None) -> dict[str, Any]:
-    values = {"age_years": int(age) if age not in (None, "") else None,
+def _number(text: Any) -> float | None:
+    """A form number typed by a person: empty → None (unknown), full-width digits accepted, junk → None."""
+    raw = unicodedata.normalize("NFKC", str(text or "")).strip().removesuffix("歳").removesuffix("cm")
+    raw = raw.removesuffix("kg").strip()
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        return None
+
+
+def _form_patient(age: Any, sex: str | None, height: Any, weight: Any) -> dict[str, Any]:
+    """Form fields are text boxes, not gr.Number: Number shows 0 when empty, and 0 歳 is not 'unknown'."""
+    age_years = _number(age)
+    values = {"age_years": int(age_years) if age_years is not None else None,
               "sex": {"男性": "M", "女性": "F"}.get(sex or ""),
-              "height_cm": float(height) if height else None, "weight_kg": float(weight) if weight else None}
+              "height_cm": _number(height), "weight_kg": _number(weight)}
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -132,15 +147,44 @@ def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
 
         agent = Agent(settings, checkpointer=sqlite_checkpointer(settings.checkpoint_db))
     uploads = st.uploads_root(settings.home)
-    st.purge_expired(settings.home, float(os.environ.get("DOKUEI_UPLOAD_RETENTION_HOURS", DEFAULT_RETENTION_HOURS)))
+    retention_h = float(os.environ.get("DOKUEI_UPLOAD_RETENTION_HOURS", DEFAULT_RETENTION_HOURS))
+    st.purge_expired(settings.home, retention_h)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="ui-turn")
 
     def study_choices(state: dict[str, Any]) -> Any:
         rows = present.study_rows(state["studies"])
         return gr.update(choices=[(f"{r[0]} {r[2]} {r[3]}（{r[7]}）", r[7]) for r in rows], value=None)
 
+    def ct_choices(state: dict[str, Any]) -> Any:
+        cts = [s for s in state["studies"] if s.ct_folder is not None]
+        return gr.update(choices=[(f"{s.summary_row()[0]} {s.description}（{s.study_id}）", s.study_id) for s in cts],
+                         value=None)
+
     def studies_view(state: dict[str, Any], message: str) -> tuple[Any, ...]:
-        return present.study_rows(state["studies"]), message, study_choices(state), study_choices(state)
+        return (present.study_rows(state["studies"]), message, study_choices(state), study_choices(state),
+                ct_choices(state))
+
+    views = viewer.ViewerCache()
+
+    def render(study_id: str | None, index: float, preset: str, overlay: bool, state: dict[str, Any]) -> Any:
+        study = next((s for s in state["studies"] if s.study_id == study_id), None)
+        if study is None or study.ct_folder is None:
+            return None
+        try:
+            loaded = views.get(study.ct_folder)
+        except Exception as exc:  # a CT the viewer cannot read is said so, the page stays
+            log.exception("viewer could not load %s", study.ct_folder)
+            raise gr.Error(f"この検査の画像を表示できません（{type(exc).__name__}）") from exc
+        return viewer.render_axial(loaded.hu, int(index or 0), preset or "縦隔", loaded.labels if overlay else None)
+
+    def open_ct(study_id: str | None, preset: str, overlay: bool, state: dict[str, Any]) -> tuple[Any, Any]:
+        study = next((s for s in state["studies"] if s.study_id == study_id), None)
+        if study is None or study.ct_folder is None:
+            return gr.update(maximum=1, value=0), None
+        n = views.get(study.ct_folder).hu.shape[2]
+        middle = n // 2
+        return gr.update(minimum=0, maximum=max(n - 1, 1), value=middle), render(study_id, middle, preset, overlay,
+                                                                                 state)
 
     def on_upload(files: list[str] | None, state: dict[str, Any]) -> tuple[Any, ...]:
         if not files:
@@ -181,8 +225,8 @@ def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
                                      _header_patient(state["studies"]))
         return resolution.banner_markdown()
 
-    def respond(message: str, history: list[dict[str, Any]], state: dict[str, Any], age: float | None,
-                sex: str | None, height: float | None, weight: float | None) -> Iterator[tuple[Any, ...]]:
+    def respond(message: str, history: list[dict[str, Any]], state: dict[str, Any], age: str | None,
+                sex: str | None, height: str | None, weight: str | None) -> Iterator[tuple[Any, ...]]:
         locked = (gr.update(interactive=False), gr.update(interactive=False))
         unlocked = (gr.update(interactive=True, value=""), gr.update(interactive=True))
         if not (message or "").strip():
@@ -229,12 +273,14 @@ def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
                         log.exception("reset_session failed for %s", thread)
         fresh = new_session_state()
         empty_banner = resolve_patient("", {}).banner_markdown()
-        return ([], fresh, empty_banner, "", [], "", [], None, None, None, None, "", [],
-                "新しいセッションを開始しました", study_choices(fresh), study_choices(fresh))
+        return ([], fresh, empty_banner, "", [], "", [], "", None, "", "", "", [],
+                "新しいセッションを開始しました", study_choices(fresh), study_choices(fresh), ct_choices(fresh), None)
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         gr.Markdown(f"## {TITLE}\n院内でのみ動作します。回答の各記述には根拠の番号 [n] が付きます。")
-        state = gr.State(new_session_state)
+        # a closed tab (or a session idle past the retention time) takes its uploads with it
+        state = gr.State(new_session_state, time_to_live=retention_h * 3600,
+                         delete_callback=lambda s: st.remove_session(settings.home, s["id"]) if s else None)
         patient_banner = gr.Markdown(resolve_patient("", {}).banner_markdown(), elem_id="patient-banner")
         with gr.Tab("診療"), gr.Row():
             with gr.Column(scale=3):
@@ -247,10 +293,10 @@ def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
                     clear = gr.Button("新しいセッション", elem_id="new-session")
                 gr.Examples(EXAMPLES, inputs=question, label="質問の例")
                 with gr.Row():
-                    age = gr.Number(label="年齢", precision=0, value=None, elem_id="age")
+                    age = gr.Textbox(label="年齢", placeholder="不明", elem_id="age")
                     sex = gr.Dropdown(SEX_CHOICES, label="性別", value=None, elem_id="sex")
-                    height = gr.Number(label="身長 (cm)", value=None, elem_id="height")
-                    weight = gr.Number(label="体重 (kg)", value=None, elem_id="weight")
+                    height = gr.Textbox(label="身長 (cm)", placeholder="不明", elem_id="height")
+                    weight = gr.Textbox(label="体重 (kg)", placeholder="不明", elem_id="weight")
             with gr.Column(scale=2):
                 with gr.Row():
                     files = gr.File(label="ファイルを追加（複数可・zip 可）", file_count="multiple",
@@ -275,13 +321,26 @@ def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
                                      interactive=False, elem_id="trace")
                 with gr.Accordion("実行記録（JSON）", open=False):
                     raw = gr.Code(language="json", label="tool_calls")
+                with gr.Accordion("CT ビューア", open=False):
+                    ct_pick = gr.Dropdown([], label="表示する CT", value=None, elem_id="ct-pick")
+                    with gr.Row():
+                        preset = gr.Radio(list(viewer.WINDOWS_HU), value="縦隔", label="ウィンドウ")
+                        overlay = gr.Checkbox(value=True, label="セグメンテーションを重ねる")
+                    slice_index = gr.Slider(0, 1, value=0, step=1, label="スライス", elem_id="ct-slice")
+                    ct_view = gr.Image(label="CT", height=512, interactive=False, elem_id="ct-view",
+                                       buttons=["fullscreen"])
         with gr.Tab("管理者"):
             gr.Markdown("インストールと設定の状態（医師向けの画面には表示しません）。")
             doctor_button = gr.Button("診断を実行")
             doctor_out = gr.Code(language="json", label="dokuei doctor")
             doctor_button.click(lambda: _doctor_text(settings), None, doctor_out)
 
-        study_outputs = [study_table, upload_note, remove_pick, role_pick]
+        study_outputs = [study_table, upload_note, remove_pick, role_pick, ct_pick]
+        ct_pick.change(open_ct, [ct_pick, preset, overlay, state], [slice_index, ct_view])
+        view_inputs = [ct_pick, slice_index, preset, overlay, state]
+        slice_index.change(render, view_inputs, ct_view, trigger_mode="always_last")
+        preset.change(render, view_inputs, ct_view)
+        overlay.change(render, view_inputs, ct_view)
         for picker in (files, folder):
             picker.upload(on_upload, [picker, state], [picker, state, *study_outputs])
         remove.click(on_remove, [remove_pick, state], [state, *study_outputs])
@@ -295,7 +354,7 @@ def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
         stop.click(lambda: (gr.update(interactive=True), gr.update(interactive=True)), None, [question, send],
                    cancels=[ask_send, ask_submit])
         reset_outputs = [chat, state, patient_banner, sources, trace, raw, gallery, age, sex, height, weight,
-                         question, study_table, upload_note, remove_pick, role_pick]
+                         question, study_table, upload_note, remove_pick, role_pick, ct_pick, ct_view]
         clear.click(new_session, [state], reset_outputs, cancels=[ask_send, ask_submit])
         chat.clear(new_session, [state], reset_outputs, cancels=[ask_send, ask_submit])
     return app
@@ -313,12 +372,16 @@ def check_access(host: str) -> tuple[str, str] | None:
                      "DOKUEI_UI_USERNAME と DOKUEI_UI_PASSWORD を設定してから起動してください。")
 
 
+def launch_options(settings: Settings, host: str) -> dict[str, Any]:
+    """What ``launch`` is given: no share link, no footer links, files served from the artifacts folder only."""
+    return {"server_name": host, "share": False, "inbrowser": False, "footer_links": [],
+            "auth": check_access(host), "auth_message": "dokuei にログインしてください",
+            "allowed_paths": [str(settings.artifacts_dir)]}
+
+
 def launch(settings: Settings | None = None, host: str = "127.0.0.1", port: int = 7860) -> None:
     settings = settings or Settings.load()
-    auth = check_access(host)
+    options = launch_options(settings, host)  # refuses before anything is built
     app = build_app(settings)
     # the queue serialises turns per worker: a second question waits in line instead of being dropped
-    app.queue(default_concurrency_limit=2).launch(
-        server_name=host, server_port=port, share=False, inbrowser=False, footer_links=[], auth=auth,
-        auth_message="dokuei にログインしてください", allowed_paths=[str(settings.artifacts_dir)],
-    )
+    app.queue(default_concurrency_limit=2).launch(server_port=port, **options)

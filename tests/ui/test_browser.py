@@ -54,16 +54,15 @@ class RecordingAgent:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, RecordingAgent, Path]]:
     pytest.importorskip("playwright.sync_api", reason="pip install playwright (the [dev] extra)")
     from dokuei.agent.graph import Agent
-    from dokuei.ui.app import build_app
+    from dokuei.ui.app import build_app, launch_options
 
     home = tmp_path_factory.mktemp("home")
     settings = Settings.load(home=home)
     agent = RecordingAgent(Agent(settings))
     app = build_app(settings, agent=agent)
     port = _free_port()
-    app.queue(default_concurrency_limit=2).launch(server_name="127.0.0.1", server_port=port,
-                                                  prevent_thread_lock=True, quiet=True,
-                                                  allowed_paths=[str(settings.artifacts_dir)])
+    app.queue(default_concurrency_limit=2).launch(server_port=port, prevent_thread_lock=True, quiet=True,
+                                                  **launch_options(settings, "127.0.0.1"))
     try:
         yield f"http://127.0.0.1:{port}/", agent, home
     finally:
@@ -115,7 +114,8 @@ def _ask(page: Any, question: str) -> str:
 
 def _upload(page: Any, path: Path) -> str:
     page.locator("#upload-files input[type=file]").set_input_files(str(path))
-    page.wait_for_function("() => (document.querySelector('#upload-note')?.innerText || '').trim().length > 0",
+    # Gradio shows its own "processing | 0.4s" in the element meanwhile: wait for our Japanese text
+    page.wait_for_function("() => /取り込|読み込|⚠/.test(document.querySelector('#upload-note')?.innerText || '')",
                            timeout=30_000)
     return str(page.locator("#upload-note").inner_text())
 
@@ -167,8 +167,8 @@ def test_new_session_clears_chat_studies_patient_fields_and_memory(
     _, agent, home = served
     ecg = tmp_path / "ecg.dcm"
     shutil.copyfile(testdata.pydicom_file("waveform_ecg.dcm"), ecg)
-    page.locator("#age input").fill("72")
-    page.locator("#age input").press("Tab")
+    page.locator("#age textarea, #age input").first.fill("72")
+    page.locator("#age textarea, #age input").first.press("Tab")
     assert "取り込みました" in _upload(page, ecg)
     _ask(page, "55歳男性、HbA1c 6.8% は？")
     thread_before = agent.calls[-1]["session_id"]
@@ -176,7 +176,7 @@ def test_new_session_clears_chat_studies_patient_fields_and_memory(
     page.wait_for_function(
         "() => (document.querySelector('#upload-note')?.innerText || '').includes('新しいセッション')")
     assert page.locator("#chat").inner_text().count("HbA1c") == 0
-    assert page.locator("#age input").input_value() == ""
+    assert page.locator("#age textarea, #age input").first.input_value() == ""
     assert "ecg" not in page.locator("#studies").inner_text()
     assert "年齢 不明（不明）" in page.locator("#patient-banner").inner_text()
     assert not any((home / "uploads").glob("*/*/series-*"))  # the old session's files are deleted
