@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dokuei import __version__
+from dokuei.patient import parse_patient
 from dokuei.settings import Settings
 
 log = logging.getLogger("dokuei")
@@ -55,37 +56,6 @@ class _NoTracebackFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         plain = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None})
         return super().format(plain)
-
-
-def parse_patient(text: str | None) -> dict[str, Any]:
-    """``age=55,sex=M,height_cm=170`` → PatientContext fields. Bad keys or values raise ValueError."""
-    if not text:
-        return {}
-    aliases = {"age": "age_years", "age_years": "age_years", "sex": "sex", "height": "height_cm",
-               "height_cm": "height_cm", "weight": "weight_kg", "weight_kg": "weight_kg", "id": "patient_id",
-               "patient_id": "patient_id"}
-    sexes = {"m": "M", "male": "M", "男": "M", "男性": "M", "f": "F", "female": "F", "女": "F", "女性": "F"}
-    fields: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, value = part.partition("=")
-        if not sep or key.strip().lower() not in aliases:
-            raise ValueError(f"患者情報の項目「{part}」を解釈できません（例: age=55,sex=M,height_cm=170）")
-        name = aliases[key.strip().lower()]
-        value = value.strip()
-        if name == "sex":
-            if value.lower() not in sexes:
-                raise ValueError(f"性別「{value}」は M/F で指定してください")
-            fields[name] = sexes[value.lower()]
-        elif name == "age_years":
-            fields[name] = int(value)
-        elif name == "patient_id":
-            fields[name] = value
-        else:
-            fields[name] = float(value)
-    from dokuei.tools.context import PatientContext
-
-    PatientContext(**fields)
-    return fields
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:

@@ -84,7 +84,7 @@ def prepare(settings: Settings, n_synthetic: int) -> list[DemoCase]:
 
 def run_demo(settings: Settings, *, serve: bool = True, n_synthetic: int = 10_000) -> None:
     from dokuei.agent.graph import Agent, sqlite_checkpointer
-    from dokuei.cli import parse_patient
+    from dokuei.patient import parse_patient
 
     cases = prepare(settings, n_synthetic)
     agent = Agent(settings, checkpointer=sqlite_checkpointer(settings.checkpoint_db))

@@ -25,6 +25,13 @@ if [ ! -f "$STAMP" ]; then
   rm -f "$VENV"/.dokuei-setup-*
   touch "$STAMP"
 fi
+# the browser tests drive Debian's Chromium (Playwright's own download is not reachable on-premises);
+# fonts-noto-cjk makes Japanese render in the page and in screenshots. Root only; otherwise tests/ui skip.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-cjk >/dev/null \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-cjk >/dev/null; } \
+    || echo "chromium not installed: the browser tests (pytest -m browser) will skip"
+fi
 "$VENV/bin/python" -m dokuei.testdata
 "$VENV/bin/python" -c "from dokuei.offline import write_totalseg_config; write_totalseg_config()"
 echo "dokuei is set up in $VENV"

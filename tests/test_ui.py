@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from dokuei.patient import SOURCE_FORM, SOURCE_QUESTION, SOURCE_UNKNOWN, patient_from_question, resolve_patient
 from dokuei.settings import Settings
 
 
@@ -18,7 +19,8 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_chat_answers_with_sources_and_trace(tmp_path: Path) -> None:
+def test_checkup_without_patient_fields_uses_the_sex_in_the_question(tmp_path: Path) -> None:
+    """Issue #10: an empty form must not mean 男性. Hb 12.5 g/dL is A for a woman (≥ 12.1) and C for a man."""
     from gradio_client import Client
 
     from dokuei.ui.app import build_app
@@ -28,14 +30,111 @@ def test_chat_answers_with_sources_and_trace(tmp_path: Path) -> None:
     app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        # the session id is a gr.State: kept by the server per browser session, not part of the API
-        chat, sources, trace, _gallery = client.predict(
-            "55歳男性、HbA1c 6.8%、空腹時血糖 130 mg/dL は要受診ですか？", [], None, 55, "男性", None, None,
-            api_name="/respond")
+        # the session is a gr.State kept by the server per browser session, not part of the API
+        # outputs as the client sees them (the button update is not part of the API): chat, banner, sources,
+        # trace, raw JSON, gallery, question
+        chat, banner, sources, trace, raw, *_ = client.predict(
+            "60歳女性、腹囲 88 cm、血色素量 12.5 g/dL の判定は？", [], "", None, "", "", api_name="/respond")
         answer = chat[-1]["content"]
         text = answer if isinstance(answer, str) else "".join(part.get("text", "") for part in answer)
-        assert "D 判定" in text and "[1]" in text
-        assert "judge_checkup" in sources
-        assert json.loads(trace)[0]["name"] == "judge_checkup"
+        assert "血色素量 12.5 g/dL: A 判定" in text and "[1]" in text
+        assert "女性（質問文）" in banner
+        assert "judge\\_checkup" in sources  # tool names are escaped markdown, shown literally
+        assert trace["data"][0][:2] == ["judge_checkup", "完了"]
+        assert json.loads(raw)[0]["input"]["sex"] == "F"
     finally:
         app.close()
+
+def test_question_sex_is_used_when_the_form_is_empty() -> None:
+    # the issue #10 example: no form fields, 「60歳女性」 in the question must reach the tool as F/60
+    res = resolve_patient("60歳女性、腹囲 88 cm、血色素量 12.5 g/dL の判定は？", {})
+    assert res.values == {"age_years": 60, "sex": "F"}
+    assert res.sources["sex"] == SOURCE_QUESTION and res.sources["height_cm"] == SOURCE_UNKNOWN
+    assert res.conflicts == []
+    assert "女性（質問文）" in res.banner_markdown() and "身長** 不明（不明）" in res.banner_markdown()
+
+
+def test_question_and_form_disagreeing_on_sex_leave_sex_unknown() -> None:
+    res = resolve_patient("60歳女性の血色素量 12.5 g/dL は？", {"sex": "M", "height_cm": 158.0})
+    assert "sex" not in res.values  # neither value is used silently
+    assert res.values == {"age_years": 60, "height_cm": 158.0}
+    assert res.sources["height_cm"] == SOURCE_FORM
+    assert res.conflict_message_ja() == (
+        "患者情報が食い違っています: 性別（質問: 女性 / 入力欄: 男性）。確認してください")
+
+
+def test_agreeing_sources_are_both_named_and_bad_values_dropped() -> None:
+    res = resolve_patient("72歳男性", {"age_years": 72, "weight_kg": 900.0})
+    assert res.values == {"age_years": 72, "sex": "M"}  # 900 kg is outside PatientContext's range: not used
+    assert res.sources["age_years"] == f"{SOURCE_QUESTION} + {SOURCE_FORM}"
+
+
+def test_question_parsing_keeps_words_like_danjo_out() -> None:
+    assert patient_from_question("男女別の基準で判定して") == {}
+    assert patient_from_question("身長 165 cm 体重 58.5 kg の 45 歳男性") == {
+        "age_years": 45, "sex": "M", "height_cm": 165.0, "weight_kg": 58.5}
+    # two sexes in one question: both kept so resolve_patient reports a conflict
+    assert patient_from_question("男性、いや女性") == {"sex": ["M", "F"]}
+    assert "sex" not in resolve_patient("男性、いや女性", {}).values
+
+
+def test_non_loopback_host_without_login_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dokuei.ui.app import check_access
+
+    monkeypatch.delenv("DOKUEI_UI_USERNAME", raising=False)
+    monkeypatch.delenv("DOKUEI_UI_PASSWORD", raising=False)
+    assert check_access("127.0.0.1") is None
+    with pytest.raises(SystemExit, match="DOKUEI_UI_USERNAME"):
+        check_access("0.0.0.0")
+    monkeypatch.setenv("DOKUEI_UI_USERNAME", "ward3")
+    with pytest.raises(SystemExit):  # a user name without a password is no login
+        check_access("192.168.1.20")
+    monkeypatch.setenv("DOKUEI_UI_PASSWORD", "s3cret")
+    assert check_access("192.168.1.20") == ("ward3", "s3cret")
+
+
+def test_tool_text_is_escaped_and_server_paths_are_hidden() -> None:
+    from dokuei.ui.present import clinician_text
+
+    shown = clinician_text("~/.dokuei/weights を確認 [1]。出力: /home/u/.dokuei/artifacts/ab12/overlay.png *強調*")
+    assert "\\~" in shown and "\\*強調\\*" in shown  # no strikethrough or emphasis from tool text
+    assert "[1]" in shown  # citations still link
+    assert "/home/u" not in shown and "overlay.png" in shown
+
+
+def test_window_presets_map_hu_to_grey_by_centre_and_width() -> None:
+    import numpy as np
+
+    from dokuei.ui.viewer import window
+
+    hu = np.array([-1000.0, 40.0, 240.0, -160.0, 3000.0])
+    # 縦隔 (40, 400): low −160, high 240 → centre is mid-grey, the ends black and white
+    assert window(hu, "縦隔").tolist() == [0, 127, 255, 0, 255]
+    # 肺野 (−600, 1500): low −1350, so air −1000 is (350 / 1500) × 255 = 59.5 → 59, not black
+    assert window(hu, "肺野")[0] == 59
+
+
+def test_axial_render_puts_anterior_up_and_colours_only_the_mask() -> None:
+    import numpy as np
+
+    from dokuei.ui.viewer import render_axial
+
+    hu = np.full((4, 5, 3), -1000.0)
+    hu[:, 4, 1] = 1500.0  # RAS: j = 4 is the most anterior row of slice 1; 1500 HU is the 骨 window top
+    labels = np.zeros((4, 5, 3), dtype=np.uint8)
+    labels[0, 0, 1] = 1
+    image = render_axial(hu, 1, "骨", labels)
+    assert image.shape == (5, 4, 3)  # rows are anterior → posterior, columns the 4 left-right voxels
+    assert image[0, 1].tolist() == [255, 255, 255]  # the anterior row is on top
+    plain = render_axial(hu, 1, "骨", None)
+    changed = np.argwhere((image != plain).any(axis=2))
+    assert changed.tolist() == [[4, 0]]  # only the one labelled voxel is tinted
+
+
+def test_form_fields_empty_means_unknown_not_zero() -> None:
+    from dokuei.ui.app import _form_patient
+
+    assert _form_patient("", None, "", "") == {}  # gr.Number showed 0 here, which is not 'unknown'
+    assert _form_patient("７２", "女性", "158 cm", "52.5") == {"age_years": 72, "sex": "F", "height_cm": 158.0,
+                                                            "weight_kg": 52.5}
+    assert _form_patient("abc", "不明", None, "") == {}

@@ -1,109 +1,387 @@
-"""Gradio chat on this machine only: question + uploads + patient context → cited answer, sources,
-tool trace and artifacts beside it. The UI reads ``TurnResult`` objects, never strings parsed back."""
+"""Gradio workstation on this machine: patient banner, studies, question → cited answer with the tool
+trace as a table and the images beside it. The UI reads ``TurnResult`` objects, never strings parsed back.
+
+Safety rules kept here (issue #10): no default sex; a fact the question and the form disagree on is
+unknown and named; a removed or replaced study is never used again (a new server thread is started
+whenever the attachments or patient facts shrink, because the agent's session memory only adds);
+「新しいセッション」 and the chat's clear icon reset chat, studies, patient fields and server memory.
+"""
 
 from __future__ import annotations
 
-import json
+import concurrent.futures
+import contextlib
+import io
 import logging
+import os
+import shutil
+import time
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dokuei import studies as st
+from dokuei.patient import resolve_patient
 from dokuei.settings import Settings
+from dokuei.ui import present, viewer
 
 log = logging.getLogger(__name__)
 
 TITLE = "dokuei（読影）臨床支援アシスタント"
 EXAMPLES = [
     "55歳男性、HbA1c 6.8%、空腹時血糖 130 mg/dL は要受診ですか？",
+    "60歳女性、腹囲 88 cm、血色素量 12.5 g/dL の判定は？",
     "過去のレポートで心拡大の記載があるものは？",
     "この心電図の所見は？",
     "この CT で L3 の骨格筋量とサルコペニアの判定は？",
     "前回と比べてリンパ節は？RECIST で評価して",
 ]
+SEX_CHOICES = ["不明", "男性", "女性"]
+ROLE_CHOICES = [("（なし）", ""), *((ja, role) for role, ja in st.ROLE_JA.items())]
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+#: how long a session's uploads are kept when the browser never says goodbye
+DEFAULT_RETENTION_HOURS = 24.0
+_POLL_S = 0.5
 
 
-def _patient(age: float | None, sex: str | None, height: float | None, weight: float | None) -> dict[str, Any]:
-    values = {"age_years": int(age) if age else None, "sex": {"男性": "M", "女性": "F"}.get(sex or ""),
-              "height_cm": height or None, "weight_kg": weight or None}
+def _number(text: Any) -> float | None:
+    """A form number typed by a person: empty → None (unknown), full-width digits accepted, junk → None."""
+    raw = unicodedata.normalize("NFKC", str(text or "")).strip().removesuffix("歳").removesuffix("cm")
+    raw = raw.removesuffix("kg").strip()
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        return None
+
+
+def _form_patient(age: Any, sex: str | None, height: Any, weight: Any) -> dict[str, Any]:
+    """Form fields are text boxes, not gr.Number: Number shows 0 when empty, and 0 歳 is not 'unknown'."""
+    age_years = _number(age)
+    values = {"age_years": int(age_years) if age_years is not None else None,
+              "sex": {"男性": "M", "女性": "F"}.get(sex or ""),
+              "height_cm": _number(height), "weight_kg": _number(weight)}
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _sources_markdown(citations: list[dict[str, Any]]) -> str:
-    if not citations:
-        return "（出典なし）"
-    lines = []
-    for c in citations:
-        text = " ".join(str(c.get("text", "")).split())
-        lines.append(f"**[{c['number']}]** {c['label_ja']}  \n{text[:400]}")
-    return "\n\n".join(lines)
+def new_session_state() -> dict[str, Any]:
+    session_id = uuid.uuid4().hex
+    return {"id": session_id, "thread": session_id, "generation": 0, "studies": [],
+            "sent_attachments": [], "sent_patient": {}, "problems": []}
 
 
-def build_app(settings: Settings | None = None) -> Any:
+def _header_patient(studies: list[st.Study]) -> dict[str, Any]:
+    """Header facts of the current study (else the newest): what the DICOM says about this patient."""
+    ranked = sorted(studies, key=lambda s: (s.role == "current", s.uploaded_at))
+    return dict(ranked[-1].header_patient) if ranked else {}
+
+
+def _thread_for(state: dict[str, Any], attachments: list[str], patient: dict[str, Any]) -> str:
+    """The server memory only accumulates: when a study or a patient fact was dropped, start a new thread."""
+    kept_files = set(state["sent_attachments"]) <= set(attachments)
+    kept_facts = all(patient.get(k) == v for k, v in state["sent_patient"].items())
+    if not (kept_files and kept_facts):
+        state["generation"] += 1
+        state["thread"] = f"{state['id']}-{state['generation']}"
+        log.info("new server thread %s: studies or patient facts changed", state["thread"])
+    state["sent_attachments"] = list(attachments)
+    state["sent_patient"] = dict(patient)
+    return str(state["thread"])
+
+
+def _progress_rows(agent: Any, thread: str, before: str | None) -> list[list[Any]]:
+    """Planned tools and their state, read from the checkpoint the graph writes after each node."""
+    try:
+        snapshot = agent.graph.get_state({"configurable": {"thread_id": thread}})
+    except Exception:  # progress is a nicety: never let it break the turn
+        log.debug("no progress snapshot", exc_info=True)
+        return [["（計画中）", "実行中", "", ""]]
+    checkpoint = (snapshot.config or {}).get("configurable", {}).get("checkpoint_id")
+    if checkpoint == before:
+        return [["（計画中）", "待機中", "", ""]]
+    values = snapshot.values or {}
+    done = {r.tool: r for r in values.get("results", [])}
+    rows = []
+    for call in values.get("plan", []):
+        result = done.get(call["name"])
+        if result is None:
+            rows.append([call["name"], "実行中", "", ""])
+    rows += [[name, present.STATUS_JA.get(r.status.value, r.status.value), round(r.provenance.runtime_s, 2), ""]
+             for name, r in done.items()]
+    return rows or [["（計画中）", "実行中", "", ""]]
+
+
+def _checkpoint_id(agent: Any, thread: str) -> str | None:
+    try:
+        snapshot = agent.graph.get_state({"configurable": {"thread_id": thread}})
+        return (snapshot.config or {}).get("configurable", {}).get("checkpoint_id")
+    except Exception:
+        return None
+
+
+def _doctor_text(settings: Settings) -> str:
+    """The administrator view: what ``dokuei doctor`` prints (weights paths, devices), never shown in the chat."""
+    import argparse
+
+    from dokuei import cli
+
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            cli.cmd_doctor(argparse.Namespace(), settings)
+    except Exception as exc:
+        log.exception("doctor failed in the UI")
+        return f"診断を実行できませんでした（{type(exc).__name__}）。詳細はログにあります。"
+    return buffer.getvalue()
+
+
+def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
     import gradio as gr
 
-    from dokuei.agent.graph import Agent, sqlite_checkpointer
-
     settings = settings or Settings.load()
-    agent = Agent(settings, checkpointer=sqlite_checkpointer(settings.checkpoint_db))
+    if agent is None:
+        from dokuei.agent.graph import Agent, sqlite_checkpointer
 
-    def respond(message: str, history: list[dict[str, Any]], files: list[str] | None, session: str,
-                age: float | None, sex: str | None, height: float | None,
-                weight: float | None) -> Iterator[tuple[Any, ...]]:
-        history = [*history, {"role": "user", "content": message}]
-        pending = {"role": "assistant", "content": "ツールを選んで実行しています…"}
-        yield [*history, pending], "", "", [], session
+        agent = Agent(settings, checkpointer=sqlite_checkpointer(settings.checkpoint_db))
+    uploads = st.uploads_root(settings.home)
+    retention_h = float(os.environ.get("DOKUEI_UPLOAD_RETENTION_HOURS", DEFAULT_RETENTION_HOURS))
+    st.purge_expired(settings.home, retention_h)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="ui-turn")
+
+    def study_choices(state: dict[str, Any]) -> Any:
+        rows = present.study_rows(state["studies"])
+        return gr.update(choices=[(f"{r[0]} {r[2]} {r[3]}（{r[7]}）", r[7]) for r in rows], value=None)
+
+    def ct_choices(state: dict[str, Any]) -> Any:
+        cts = [s for s in state["studies"] if s.ct_folder is not None]
+        return gr.update(choices=[(f"{s.summary_row()[0]} {s.description}（{s.study_id}）", s.study_id) for s in cts],
+                         value=None)
+
+    def studies_view(state: dict[str, Any], message: str) -> tuple[Any, ...]:
+        return (present.study_rows(state["studies"]), message, study_choices(state), study_choices(state),
+                ct_choices(state))
+
+    views = viewer.ViewerCache()
+
+    def render(study_id: str | None, index: float, preset: str, overlay: bool, state: dict[str, Any]) -> Any:
+        study = next((s for s in state["studies"] if s.study_id == study_id), None)
+        if study is None or study.ct_folder is None:
+            return None
         try:
-            turn = agent.ask(message, attachments=[str(f) for f in files or []],
-                             patient=_patient(age, sex, height, weight), session_id=session)
+            loaded = views.get(study.ct_folder)
+        except Exception as exc:  # a CT the viewer cannot read is said so, the page stays
+            log.exception("viewer could not load %s", study.ct_folder)
+            raise gr.Error(f"この検査の画像を表示できません（{type(exc).__name__}）") from exc
+        return viewer.render_axial(loaded.hu, int(index or 0), preset or "縦隔", loaded.labels if overlay else None)
+
+    def open_ct(study_id: str | None, preset: str, overlay: bool, state: dict[str, Any]) -> tuple[Any, Any]:
+        study = next((s for s in state["studies"] if s.study_id == study_id), None)
+        if study is None or study.ct_folder is None:
+            return gr.update(maximum=1, value=0), None
+        n = views.get(study.ct_folder).hu.shape[2]
+        middle = n // 2
+        return gr.update(minimum=0, maximum=max(n - 1, 1), value=middle), render(study_id, middle, preset, overlay,
+                                                                                 state)
+
+    def on_upload(files: list[str] | None, state: dict[str, Any]) -> tuple[Any, ...]:
+        if not files:
+            return (None, state, *studies_view(state, ""))
+        picked = [(Path(f), getattr(f, "orig_name", None) or Path(f).name) for f in files]
+        try:
+            study = st.ingest_upload(picked, uploads / state["id"])
+        except st.UploadError as exc:
+            return (None, state, *studies_view(state, f"⚠ {exc}"))
+        except Exception as exc:  # an upload must never take the page down
+            log.exception("upload failed")
+            return (None, state, *studies_view(state, f"⚠ 取り込みに失敗しました（{type(exc).__name__}）"))
+        state["studies"].append(study)
+        st.assign_roles(state["studies"])
+        note = f"検査を取り込みました: {study.modality}、シリーズ {len(study.series)}、スライス {study.n_slices}"
+        if study.problems:
+            note += "\n\n" + "\n\n".join(f"⚠ {p}" for p in study.problems)
+        return (None, state, *studies_view(state, note))
+
+    def on_remove(study_id: str | None, state: dict[str, Any]) -> tuple[Any, ...]:
+        kept = [s for s in state["studies"] if s.study_id != study_id]
+        for study in state["studies"]:
+            if study.study_id == study_id:
+                st.remove_study(study)
+        state["studies"] = kept
+        st.assign_roles(kept)
+        return (state, *studies_view(state, "検査を削除しました。この検査は今後の質問に使われません。"
+                                     if study_id else "削除する検査を選んでください"))
+
+    def on_role(study_id: str | None, role: str | None, state: dict[str, Any]) -> tuple[Any, ...]:
+        for study in state["studies"]:
+            if study.study_id == study_id:
+                st.set_role(study, role or None)  # type: ignore[arg-type]
+        return (state, *studies_view(state, "役割を変更しました" if study_id else "検査を選んでください"))
+
+    def banner(question: str, state: dict[str, Any], age: Any, sex: Any, height: Any, weight: Any) -> str:
+        resolution = resolve_patient(question or "", _form_patient(age, sex, height, weight),
+                                     _header_patient(state["studies"]))
+        return resolution.banner_markdown()
+
+    def respond(message: str, history: list[dict[str, Any]], state: dict[str, Any], age: str | None,
+                sex: str | None, height: str | None, weight: str | None) -> Iterator[tuple[Any, ...]]:
+        locked = (gr.update(interactive=False), gr.update(interactive=False))
+        unlocked = (gr.update(interactive=True, value=""), gr.update(interactive=True))
+        if not (message or "").strip():
+            yield (history, state, gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), *unlocked)
+            return
+        resolution = resolve_patient(message, _form_patient(age, sex, height, weight),
+                                     _header_patient(state["studies"]))
+        attachments = st.attachments_in_role_order(state["studies"])
+        thread = _thread_for(state, attachments, resolution.values)
+        history = [*history, {"role": "user", "content": present.escape_markdown(message)}]
+        pending = {"role": "assistant", "content": "ツールを選んで実行しています…"}
+        before = _checkpoint_id(agent, thread)
+        future = pool.submit(agent.ask, message, attachments=attachments, patient=resolution.values,
+                             session_id=thread)
+        waiting = [["（計画中）", "待機中", "", ""]]
+        yield ([*history, pending], state, resolution.banner_markdown(), gr.update(), waiting, gr.update(),
+               gr.update(), *locked)
+        while not future.done():
+            time.sleep(_POLL_S)
+            yield ([*history, pending], state, gr.update(), gr.update(), _progress_rows(agent, thread, before),
+                   gr.update(), gr.update(), *locked)
+        try:
+            turn = future.result()
         except Exception as exc:  # the session must survive any bad input
             log.exception("UI turn failed")
             answer = f"エラーが発生しました（{type(exc).__name__}）。入力を確認してください。詳細はログにあります。"
-            yield [*history, {"role": "assistant", "content": answer}], "", "", [], session
+            yield ([*history, {"role": "assistant", "content": answer}], state, gr.update(), "", [], "", [], *unlocked)
             return
-        trace = json.dumps(turn.to_json()["tool_calls"], ensure_ascii=False, indent=2, default=str)
-        images = [a.path for r in turn.results for a in r.artifacts if a.kind == "image" and Path(a.path).exists()]
-        note = "" if turn.verified else "\n\n（注意: 回答の一部が根拠の検証に通りませんでした）"
-        yield ([*history, {"role": "assistant", "content": turn.answer_ja + note}],
-               _sources_markdown(turn.citations), trace, images, session)
+        answer = present.answer_markdown(turn, resolution.conflict_message_ja(), [])
+        yield ([*history, {"role": "assistant", "content": answer}], state, resolution.banner_markdown(),
+               present.sources_markdown(turn.citations), present.trace_rows(turn), present.raw_trace_json(turn),
+               present.gallery_items(turn), *unlocked)
 
-    with gr.Blocks(title=TITLE) as app:
+    def new_session(state: dict[str, Any]) -> tuple[Any, ...]:
+        old = state or {}
+        if old.get("id"):
+            shutil.rmtree(uploads / old["id"], ignore_errors=True)
+            reset = getattr(agent, "reset_session", None)
+            if callable(reset):
+                for thread in {old["id"], old.get("thread", old["id"])}:
+                    try:
+                        reset(thread)
+                    except Exception:
+                        log.exception("reset_session failed for %s", thread)
+        fresh = new_session_state()
+        empty_banner = resolve_patient("", {}).banner_markdown()
+        return ([], fresh, empty_banner, "", [], "", [], "", None, "", "", "", [],
+                "新しいセッションを開始しました", study_choices(fresh), study_choices(fresh), ct_choices(fresh), None)
+
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         gr.Markdown(f"## {TITLE}\n院内でのみ動作します。回答の各記述には根拠の番号 [n] が付きます。")
-        session = gr.State(lambda: uuid.uuid4().hex)
-        with gr.Row():
+        # a closed tab (or a session idle past the retention time) takes its uploads with it
+        state = gr.State(new_session_state, time_to_live=retention_h * 3600,
+                         delete_callback=lambda s: st.remove_session(settings.home, s["id"]) if s else None)
+        patient_banner = gr.Markdown(resolve_patient("", {}).banner_markdown(), elem_id="patient-banner")
+        with gr.Tab("診療"), gr.Row():
             with gr.Column(scale=3):
-                chat = gr.Chatbot(label="対話", height=520)
-                question = gr.Textbox(label="質問", placeholder=EXAMPLES[0], lines=2)
+                chat = gr.Chatbot(label="対話", height=480, buttons=["copy"], feedback_options=None,
+                                  elem_id="chat")
+                question = gr.Textbox(label="質問", placeholder=EXAMPLES[0], lines=2, elem_id="question")
                 with gr.Row():
-                    send = gr.Button("送信", variant="primary")
-                    clear = gr.Button("新しいセッション")
-                gr.Examples(EXAMPLES, inputs=question)
+                    send = gr.Button("送信", variant="primary", elem_id="send")
+                    stop = gr.Button("停止", variant="stop", elem_id="stop")
+                    clear = gr.Button("新しいセッション", elem_id="new-session")
+                gr.Examples(EXAMPLES, inputs=question, label="質問の例")
+                with gr.Row():
+                    age = gr.Textbox(label="年齢", placeholder="不明", elem_id="age")
+                    sex = gr.Dropdown(SEX_CHOICES, label="性別", value=None, elem_id="sex")
+                    height = gr.Textbox(label="身長 (cm)", placeholder="不明", elem_id="height")
+                    weight = gr.Textbox(label="体重 (kg)", placeholder="不明", elem_id="weight")
             with gr.Column(scale=2):
-                files = gr.File(label="添付（DICOM / NIfTI / 心電図 / 画像 / レポート）", file_count="multiple",
-                                type="filepath")
                 with gr.Row():
-                    age = gr.Number(label="年齢", precision=0)
-                    sex = gr.Dropdown(["男性", "女性"], label="性別")
+                    files = gr.File(label="ファイルを追加（複数可・zip 可）", file_count="multiple",
+                                    type="filepath",
+                                    elem_id="upload-files")
+                    folder = gr.File(label="フォルダを追加（DICOM フォルダ）", file_count="directory",
+                                     type="filepath", elem_id="upload-folder")
+                upload_note = gr.Markdown("", elem_id="upload-note")
+                study_table = gr.Dataframe(headers=present.STUDY_HEADERS, value=[], label="この患者の検査",
+                                           interactive=False, elem_id="studies")
                 with gr.Row():
-                    height = gr.Number(label="身長 (cm)")
-                    weight = gr.Number(label="体重 (kg)")
+                    remove_pick = gr.Dropdown([], label="削除する検査", value=None, elem_id="remove-pick")
+                    remove = gr.Button("削除", elem_id="remove-study")
+                with gr.Row():
+                    role_pick = gr.Dropdown([], label="役割を変える検査", value=None)
+                    role = gr.Dropdown(ROLE_CHOICES, label="役割", value=None)
+                    set_role = gr.Button("役割を設定")
+                gallery = gr.Gallery(label="画像（オーバーレイ・波形）", height=420, object_fit="contain",
+                                     columns=1, buttons=["download", "fullscreen"], elem_id="gallery")
                 sources = gr.Markdown(label="出典")
-                gallery = gr.Gallery(label="画像（オーバーレイ・波形）", height=260)
-                with gr.Accordion("ツールの実行記録", open=False):
-                    trace = gr.Code(language="json", label="tool_calls")
-        inputs = [question, chat, files, session, age, sex, height, weight]
-        outputs = [chat, sources, trace, gallery, session]
-        send.click(respond, inputs, outputs).then(lambda: "", None, question)
-        question.submit(respond, inputs, outputs).then(lambda: "", None, question)
-        clear.click(lambda: ([], "", "", [], uuid.uuid4().hex), None, outputs)
+                trace = gr.Dataframe(headers=present.TRACE_HEADERS, value=[], label="ツールの実行状況",
+                                     interactive=False, elem_id="trace")
+                with gr.Accordion("実行記録（JSON）", open=False):
+                    raw = gr.Code(language="json", label="tool_calls")
+                with gr.Accordion("CT ビューア", open=False):
+                    ct_pick = gr.Dropdown([], label="表示する CT", value=None, elem_id="ct-pick")
+                    with gr.Row():
+                        preset = gr.Radio(list(viewer.WINDOWS_HU), value="縦隔", label="ウィンドウ")
+                        overlay = gr.Checkbox(value=True, label="セグメンテーションを重ねる")
+                    slice_index = gr.Slider(0, 1, value=0, step=1, label="スライス", elem_id="ct-slice")
+                    ct_view = gr.Image(label="CT", height=512, interactive=False, elem_id="ct-view",
+                                       buttons=["fullscreen"])
+        with gr.Tab("管理者"):
+            gr.Markdown("インストールと設定の状態（医師向けの画面には表示しません）。")
+            doctor_button = gr.Button("診断を実行")
+            doctor_out = gr.Code(language="json", label="dokuei doctor")
+            doctor_button.click(lambda: _doctor_text(settings), None, doctor_out)
+
+        study_outputs = [study_table, upload_note, remove_pick, role_pick, ct_pick]
+        ct_pick.change(open_ct, [ct_pick, preset, overlay, state], [slice_index, ct_view])
+        view_inputs = [ct_pick, slice_index, preset, overlay, state]
+        slice_index.change(render, view_inputs, ct_view, trigger_mode="always_last")
+        preset.change(render, view_inputs, ct_view)
+        overlay.change(render, view_inputs, ct_view)
+        for picker in (files, folder):
+            picker.upload(on_upload, [picker, state], [picker, state, *study_outputs])
+        remove.click(on_remove, [remove_pick, state], [state, *study_outputs])
+        set_role.click(on_role, [role_pick, role, state], [state, *study_outputs])
+        for field in (age, sex, height, weight):
+            field.change(banner, [question, state, age, sex, height, weight], patient_banner)
+        inputs = [question, chat, state, age, sex, height, weight]
+        outputs = [chat, state, patient_banner, sources, trace, raw, gallery, question, send]
+        ask_send = send.click(respond, inputs, outputs, api_name="respond")
+        ask_submit = question.submit(respond, inputs, outputs)
+        stop.click(lambda: (gr.update(interactive=True), gr.update(interactive=True)), None, [question, send],
+                   cancels=[ask_send, ask_submit])
+        reset_outputs = [chat, state, patient_banner, sources, trace, raw, gallery, age, sex, height, weight,
+                         question, study_table, upload_note, remove_pick, role_pick, ct_pick, ct_view]
+        clear.click(new_session, [state], reset_outputs, cancels=[ask_send, ask_submit])
+        chat.clear(new_session, [state], reset_outputs, cancels=[ask_send, ask_submit])
     return app
+
+
+def check_access(host: str) -> tuple[str, str] | None:
+    """Loopback needs no login; any other address needs DOKUEI_UI_USERNAME / DOKUEI_UI_PASSWORD or we refuse."""
+    user = os.environ.get("DOKUEI_UI_USERNAME", "")
+    password = os.environ.get("DOKUEI_UI_PASSWORD", "")
+    if user and password:
+        return (user, password)
+    if host in LOOPBACK:
+        return None
+    raise SystemExit(f"--host {host} はこの PC 以外からも接続できるため、ログインが必要です。"
+                     "DOKUEI_UI_USERNAME と DOKUEI_UI_PASSWORD を設定してから起動してください。")
+
+
+def launch_options(settings: Settings, host: str) -> dict[str, Any]:
+    """What ``launch`` is given: no share link, no footer links, files served from the artifacts folder only."""
+    return {"server_name": host, "share": False, "inbrowser": False, "footer_links": [],
+            "auth": check_access(host), "auth_message": "dokuei にログインしてください",
+            "allowed_paths": [str(settings.artifacts_dir)]}
 
 
 def launch(settings: Settings | None = None, host: str = "127.0.0.1", port: int = 7860) -> None:
     settings = settings or Settings.load()
+    options = launch_options(settings, host)  # refuses before anything is built
     app = build_app(settings)
-    app.queue(default_concurrency_limit=2).launch(
-        server_name=host, server_port=port, share=False, inbrowser=False, footer_links=[],
-        allowed_paths=[str(settings.artifacts_dir)],
-    )
+    # the queue serialises turns per worker: a second question waits in line instead of being dropped
+    app.queue(default_concurrency_limit=2).launch(server_port=port, **options)

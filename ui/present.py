@@ -1,0 +1,93 @@
+"""How a ``TurnResult`` is shown to a clinician: short Japanese, escaped markdown, no server paths,
+the tool trace as a table. Pure functions, so they are tested without a browser."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from dokuei.studies import Study
+
+STATUS_JA = {"ok": "完了", "failed": "失敗", "skipped": "実行せず", "unavailable": "利用不可", "error": "失敗"}
+TRACE_HEADERS = ["ツール", "状態", "時間 (秒)", "主な値"]
+STUDY_HEADERS = ["検査日", "役割", "モダリティ", "説明", "シリーズ数", "スライス数", "セグメンテーション", "ID"]
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}#+!|~<>])")
+_CITATION = re.compile(r"\\\[(\d+)\\\]")
+_ABS_PATH = re.compile(r"(?<![\w.])(?:/[\w.\-+@%]+){2,}/?")
+
+
+def escape_markdown(text: str) -> str:
+    """Tool text shown literally: ``~`` is not strikethrough, ``*`` not emphasis. [n] citations stay."""
+    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", text).replace("[", r"\[").replace("]", r"\]")
+    return _CITATION.sub(r"[\1]", escaped)
+
+
+def scrub_paths(text: str) -> str:
+    """Server file paths never reach the chat: each becomes its file name."""
+    return _ABS_PATH.sub(lambda m: f"「{Path(m.group(0).rstrip('/')).name}」", text)
+
+
+def clinician_text(text: str) -> str:
+    return escape_markdown(scrub_paths(text))
+
+
+def _key_values(output: dict[str, Any] | None, limit: int = 4) -> str:
+    """The first few scalar outputs (units are in the field names), e.g. ``smi_cm2_per_m2=34.63``."""
+    if not output:
+        return ""
+    pairs = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+             for k, v in output.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)
+             and len(str(v)) <= 40]
+    return scrub_paths("、".join(pairs[:limit]))
+
+
+def trace_rows(turn: Any) -> list[list[Any]]:
+    """One row per tool call: [ツール, 状態, 時間, 主な値]."""
+    rows = []
+    for result in turn.results:
+        status = getattr(result.status, "value", str(result.status))
+        rows.append([result.tool, STATUS_JA.get(status, status), round(result.provenance.runtime_s, 2),
+                     _key_values(result.output)])
+    return rows
+
+
+def planned_rows(tools: list[str], state: str) -> list[list[Any]]:
+    return [[name, state, "", ""] for name in tools]
+
+
+def raw_trace_json(turn: Any) -> str:
+    return json.dumps(turn.to_json()["tool_calls"], ensure_ascii=False, indent=2, default=str)
+
+
+def sources_markdown(citations: list[dict[str, Any]]) -> str:
+    if not citations:
+        return "（出典なし）"
+    lines = []
+    for c in citations:
+        text = " ".join(str(c.get("text", "")).split())
+        lines.append(f"**[{c['number']}]** {clinician_text(str(c['label_ja']))}  \n{clinician_text(text[:400])}")
+    return "\n\n".join(lines)
+
+
+def answer_markdown(turn: Any, conflict_ja: str, problems: list[str]) -> str:
+    parts = []
+    if conflict_ja:
+        parts.append(f"**⚠ {conflict_ja}**")
+    parts += [f"⚠ {clinician_text(p)}" for p in problems]
+    parts.append(clinician_text(turn.answer_ja))
+    if not turn.verified:
+        parts.append("（注意: 回答の一部が根拠の検証に通りませんでした）")
+    return "\n\n".join(parts)
+
+
+def gallery_items(turn: Any) -> list[tuple[str, str]]:
+    """Images the tools drew (overlays, ECG plots), with their Japanese captions."""
+    return [(a.path, a.caption_ja) for r in turn.results for a in r.artifacts
+            if a.kind == "image" and Path(a.path).is_file()]
+
+
+def study_rows(studies: list[Study]) -> list[list[Any]]:
+    return [s.summary_row() for s in studies]
