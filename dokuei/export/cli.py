@@ -73,7 +73,7 @@ def _cli_export(args: argparse.Namespace) -> int:
 
 
 def _patient(text: str | None) -> dict[str, Any]:
-    from dokuei.cli import parse_patient
+    from dokuei.patient import parse_patient
     result: dict[str, Any] = parse_patient(text)
     return result
 
