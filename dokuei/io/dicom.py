@@ -497,7 +497,8 @@ def _to_hu(ds: Any, pixels: np.ndarray, name: str, shift: tuple[float, float]) -
             f"{name}: rescale slope {slope!r} intercept {intercept!r}",
         )
     raw = pixels.astype(np.float32)
-    hu = raw * slope_f + intercept_f
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow becomes inf, refused just below
+        hu = raw * slope_f + intercept_f
     refuse_non_finite(hu, name)  # float pixel data may hold NaN/inf; np.maximum below would keep them
     padding = ds.get("PixelPaddingValue")
     if padding is not None:

@@ -85,6 +85,9 @@ def load_nifti(path: Path, *, labels: bool = False, dtype: type | None = None) -
             f"{path.name} は {len(img.shape)} 次元の画像です。3 次元の CT ボリュームを指定してください。",
             f"{path}: shape {img.shape}",
         )
+    _check_voxel_count(tuple(int(n) for n in img.shape), path.name)
+    if int(img.header["sform_code"]) == 0:
+        _check_raw_pixdim(path, img)
     affine = np.asarray(img.affine, dtype=np.float64)
     linear = affine[:3, :3]
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(linear)) < 1e-6:
@@ -92,9 +95,6 @@ def load_nifti(path: Path, *, labels: bool = False, dtype: type | None = None) -
             f"{path.name} の向き情報（affine）が壊れているため、寸法を計算できません。",
             f"{path}: affine {affine.tolist()}",
         )
-    _check_voxel_count(tuple(int(n) for n in img.shape), path.name)
-    if int(img.header["sform_code"]) == 0:
-        _check_raw_pixdim(path, img)
     notes: list[str] = []
     if int(img.header["qform_code"]) == 0 and int(img.header["sform_code"]) == 0:
         notes.append(f"{path.name} に向き情報（qform/sform）がないため、画素間隔のみから座標を作りました。")
