@@ -648,3 +648,37 @@ def test_jsonl_non_object_and_broken_lines_are_named(tmp_path: Path) -> None:
     assert [e.row for e in res.errors] == [2, 3]
     assert "オブジェクト" in res.errors[0].reason_ja and "JSON" in res.errors[1].reason_ja
 
+
+
+# --- radiographs -------------------------------------------------------------------------------
+
+
+def _dx(path: Path, spacing: list[str]) -> Path:
+    import pydicom
+
+    ds = ct_small()  # a real 128² image re-labelled as a DX: the reader only needs the pixels and tags
+    ds.Modality = "DX"
+    ds.ImagerPixelSpacing = spacing
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("spacing", [["0", "0"], ["-0.1", "0.1"]])
+def test_radiograph_with_zero_or_negative_spacing_has_unknown_spacing(tmp_path: Path, spacing: list[str]) -> None:
+    from dokuei.io.radiograph import load_radiograph
+
+    # unknown spacing means no millimetre is ever derived from it; a 0 would give 0 mm everywhere
+    assert load_radiograph(_dx(tmp_path / "dx.dcm", spacing)).pixel_spacing_mm is None
+
+
+def test_radiograph_keeps_a_valid_spacing(tmp_path: Path) -> None:
+    from dokuei.io.radiograph import load_radiograph
+
+    assert load_radiograph(_dx(tmp_path / "dx.dcm", ["0.143", "0.15"])).pixel_spacing_mm == (0.143, 0.15)
+
+
+def test_radiograph_reader_refuses_a_named_pipe(fifo: Path) -> None:
+    from dokuei.io.radiograph import load_radiograph
+
+    err = _returns_within(lambda: load_radiograph(fifo))
+    assert isinstance(err, ToolInputError) and "pipe.dcm" in err.message_ja
