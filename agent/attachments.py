@@ -17,7 +17,8 @@ import struct
 import zipfile
 from pathlib import Path
 
-from dokuei.io.dicom import MAX_STUDY_FILES, walk_study_files, zip_members
+from dokuei.io import dicom
+from dokuei.io.dicom import walk_study_files, zip_members
 from dokuei.io.ecg import csv_header_leads
 from dokuei.tools.base import ToolInputError
 from dokuei.tools.context import Attachment, AttachmentKind
@@ -132,7 +133,20 @@ def _nifti_truncated(path: Path, header: bytes, gzipped: bool) -> bool:
     with path.open("rb") as fh:
         fh.seek(-4, os.SEEK_END)
         isize = struct.unpack("<I", fh.read(4))[0]
-    return isize != expected % (1 << 32)
+    if isize == expected % (1 << 32):
+        return False
+    # a multi-member gzip (pigz -i, concatenated files) records only its last member's size: decompress
+    # the stream to be sure before calling an intact file truncated (rare, so the cost is acceptable)
+    total = 0
+    try:
+        with gzip.open(path, "rb") as gz:
+            while block := gz.read(1 << 22):
+                total += len(block)
+                if total >= expected:
+                    return False
+    except (OSError, EOFError):
+        return True
+    return total < expected
 
 
 def _csv_kind(path: Path) -> AttachmentKind:
@@ -157,7 +171,7 @@ def _folder_kind(path: Path) -> tuple[AttachmentKind, str]:
     try:
         files = _folder_files(path)
     except ToolInputError:
-        return "unknown", f"ファイルが多すぎるフォルダです（{MAX_STUDY_FILES:,} 個超）"
+        return "unknown", f"ファイルが多すぎるフォルダです（{dicom.MAX_STUDY_FILES:,} 個超）"
     for f in files:
         if f.name.lower().endswith((".nii", ".nii.gz")):
             return "ct_series", f"NIfTI study folder ({f.name})"

@@ -682,3 +682,21 @@ def test_radiograph_reader_refuses_a_named_pipe(fifo: Path) -> None:
 
     err = _returns_within(lambda: load_radiograph(fifo))
     assert isinstance(err, ToolInputError) and "pipe.dcm" in err.message_ja
+
+
+def test_multi_member_gzip_nifti_is_not_called_truncated(tmp_path: Path) -> None:
+    # the gzip trailer then holds only the last member's size; the stream is decompressed to be sure
+    raw = gzip.decompress(_nifti(tmp_path / "a.nii.gz", _ct_array((16, 16, 8))).read_bytes())
+    path = tmp_path / "multi.nii.gz"
+    path.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
+    assert classify_attachment(path).kind == "nifti"
+
+
+def test_attachment_folder_over_the_file_cap_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dicom, "MAX_STUDY_FILES", 3)
+    folder = tmp_path / "everything"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"f{i}.txt").write_text("x")
+    reason = _reason(folder)
+    assert "多すぎる" in reason
