@@ -700,3 +700,11 @@ def test_attachment_folder_over_the_file_cap_is_named(tmp_path: Path, monkeypatc
         (folder / f"f{i}.txt").write_text("x")
     reason = _reason(folder)
     assert "多すぎる" in reason
+
+
+def test_label_mask_reader_refuses_a_named_pipe(fifo: Path, tmp_path: Path) -> None:
+    from dokuei.io.masks import load_label_mask
+
+    image = load_volume(_nifti(tmp_path / "ct.nii.gz", _ct_array()))
+    err = _returns_within(lambda: load_label_mask(fifo, image))
+    assert isinstance(err, ToolInputError) and "pipe.dcm" in err.message_ja
