@@ -708,3 +708,28 @@ def test_label_mask_reader_refuses_a_named_pipe(fifo: Path, tmp_path: Path) -> N
     image = load_volume(_nifti(tmp_path / "ct.nii.gz", _ct_array()))
     err = _returns_within(lambda: load_label_mask(fifo, image))
     assert isinstance(err, ToolInputError) and "pipe.dcm" in err.message_ja
+
+
+def test_analyze_ecg_on_a_csv_with_an_inf_lead_reports_the_dicom_qtc(
+    tmp_path: Path, dicom_ecg: EcgRecord, settings: Settings
+) -> None:
+    # the reproduction of issue #9: inf samples once produced a 「QTc 延長」 finding with status ok
+    from dokuei.tools.analyze_ecg import AnalyzeEcg
+
+    raw = read_dicom_ecg(pydicom_file("waveform_ecg.dcm"))
+    v2 = raw.leads.index("V2")
+
+    def poison(sig: np.ndarray) -> None:
+        sig[v2, ::50] = np.inf
+
+    csv_path = _write_ecg_csv(tmp_path / "inf.csv", dicom_ecg, poison=poison)
+    tool = AnalyzeEcg(settings)
+    clean = tool({"ecg_path": str(pydicom_file("waveform_ecg.dcm")), "make_plot": False})
+    poisoned = tool({"ecg_path": str(csv_path), "make_plot": False})
+    assert clean.output is not None and poisoned.output is not None, poisoned.summary_ja
+    assert poisoned.output["flagged_leads"] == {"V2": "nonfinite"}
+    # the same beats measured on 11 of the 12 leads: QTc within 20 ms, and no finding the clean file lacks
+    assert abs(poisoned.output["qtc_ms"] - clean.output["qtc_ms"]) <= 20
+    names = {f["code"] for f in poisoned.output["findings"]} if poisoned.output["findings"] else set()
+    clean_names = {f["code"] for f in clean.output["findings"]} if clean.output["findings"] else set()
+    assert names <= clean_names
