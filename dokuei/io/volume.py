@@ -186,6 +186,8 @@ def load_volume(path: Path, *, labels: bool = False) -> Volume:
         raise ToolInputError(
             f"{path.name} は通常のファイルではありません（名前付きパイプなど）。", f"not a regular file: {path}"
         )
+    if path.is_file() and path.stat().st_size == 0:
+        raise ToolInputError(f"{path.name} は空のファイルです。転送し直してください。", f"empty file: {path}")
     if path.is_file() and is_nifti(path):
         return load_nifti(path, labels=labels)
     if path.is_dir():
@@ -205,6 +207,12 @@ def load_volume(path: Path, *, labels: bool = False) -> Volume:
     if dicom.is_dicom_file(path):
         _refuse_labels_from_dicom(path, labels)
         return dicom.load_dicom_series(path)
+    with path.open("rb") as fh:
+        looks_zipped = fh.read(4) == b"PK\x03\x04"
+    if looks_zipped or path.suffix.lower() == ".zip":  # is_zipfile is False when the directory is cut off
+        raise ToolInputError(
+            f"zip {path.name} が途中で切れているか壊れています。転送し直してください。", f"bad zip: {path}"
+        )
     raise ToolInputError(
         f"{path.name} は対応していない形式です（NIfTI または DICOM を指定してください）。",
         f"unsupported volume: {path}",

@@ -135,11 +135,6 @@ def test_nifti_with_valid_pixdim_only_is_read_with_that_spacing(tmp_path: Path) 
     assert vol.spacing_mm == pytest.approx((0.7, 0.7, 3.0))
 
 
-def test_empty_nifti_is_refused_by_name(tmp_path: Path) -> None:
-    (tmp_path / "empty.nii.gz").write_bytes(b"")
-    _refused(lambda: load_volume(tmp_path / "empty.nii.gz"), "empty.nii.gz")
-
-
 def test_truncated_nifti_gz_is_refused_by_name(tmp_path: Path) -> None:
     path = _nifti(tmp_path / "cut.nii.gz", _ct_array((32, 32, 16)))
     raw = path.read_bytes()
@@ -232,7 +227,20 @@ def test_folder_without_images_is_refused_by_name(tmp_path: Path) -> None:
 def test_garbage_zip_is_refused_by_name(tmp_path: Path) -> None:
     path = tmp_path / "study.zip"
     path.write_bytes(b"PK\x03\x04" + os.urandom(2000))
-    _refused(lambda: load_volume(path), "study.zip")
+    _refused(lambda: load_volume(path), "study.zip", "途中で切れているか壊れて")
+
+
+def test_truncated_zip_of_a_series_is_refused_by_name(tmp_path: Path) -> None:
+    folder = _series(tmp_path / "series")
+    z = _zip_of(tmp_path / "cut.zip", {p.name: p.read_bytes() for p in folder.iterdir()})
+    z.write_bytes(z.read_bytes()[: z.stat().st_size // 2])
+    _refused(lambda: load_volume(z), "cut.zip", "途中で切れているか壊れて")
+
+
+@pytest.mark.parametrize("name", ["scan.dcm", "ct.nii.gz", "study.zip"])
+def test_empty_file_is_refused_as_empty(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_bytes(b"")
+    _refused(lambda: load_volume(tmp_path / name), name, "空のファイル")
 
 
 def _zip_of(path: Path, members: dict[str, bytes]) -> Path:
