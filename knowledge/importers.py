@@ -79,6 +79,25 @@ def _canonical(raw: dict[str, Any]) -> dict[str, Any]:
     return {_ALIAS_TO_FIELD.get(nfkc(str(k)).lower(), str(k)): v for k, v in raw.items() if k is not None}
 
 
+def _flag(value: Any, default: bool) -> bool | None:
+    """A yes/no cell: bools, 0/1 and true/false spellings; None when it is something else.
+
+    ``bool("false")`` is True, so strings are never passed to ``bool``.
+    """
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    text = nfkc(str(value)).strip().lower()
+    if text in ("true", "1", "yes", "y", "t"):
+        return True
+    if text in ("false", "0", "no", "n", "f"):
+        return False
+    return None
+
+
 def parse_row(
     row: int, raw: dict[str, Any], salt: str, source: str, language: str = "ja", synthetic: bool = False
 ) -> ReportRecord | RowError:
@@ -98,7 +117,18 @@ def parse_row(
     labels = values.get("labels") or []
     if isinstance(labels, str):
         labels = [x for x in labels.split("|") if x]
-    meta = values.get("meta") if isinstance(values.get("meta"), dict) else {}
+    if not isinstance(labels, list) or not all(isinstance(x, str | int | float) for x in labels):
+        return RowError(row, f"labels は文字列の配列か「|」区切りの文字列にしてください（値: {str(labels)[:40]}）。",
+                        report_id)
+    meta = values.get("meta")
+    if meta is None or meta == "":
+        meta = {}
+    if not isinstance(meta, dict):
+        return RowError(row, f"meta は JSON オブジェクトにしてください（値: {str(meta)[:40]}）。", report_id)
+    synthetic_flag = _flag(values.get("synthetic"), synthetic)
+    if synthetic_flag is None:
+        return RowError(row, f"synthetic は true/false にしてください（値: {values.get('synthetic')!r}）。",
+                        report_id)
     pid = nfkc(text["patient_id"])
     return ReportRecord(
         report_id=report_id,
@@ -111,7 +141,7 @@ def parse_row(
         body_part=normalize_body_part(text["body_part"]),
         department=nfkc(text["department"]),
         source=source,
-        synthetic=bool(values.get("synthetic", synthetic)),
+        synthetic=synthetic_flag,
         language=str(values.get("language") or language),
         labels=[str(x) for x in labels],
         meta=dict(meta or {}),
@@ -175,14 +205,17 @@ def import_rows(
     seen: dict[str, int] = {}
     t0 = time.perf_counter()
 
+    def _parse_safely(row: int, raw: dict[str, Any]) -> ReportRecord | RowError:
+        try:
+            return parse_row(row, raw, archive.salt, source, language, synthetic)
+        except (TypeError, ValueError, AttributeError) as exc:  # a value of a type no check foresaw
+            log.warning("%s row %d: %s", source, row, exc)
+            return RowError(row, f"値の型が正しくありません（{type(exc).__name__}）。")
+
     def good() -> Iterator[ReportRecord]:
         for row, raw in rows:
             result.rows += 1
-            rec = (
-                RowError(row, raw)
-                if isinstance(raw, str)
-                else parse_row(row, raw, archive.salt, source, language, synthetic)
-            )
+            rec = RowError(row, raw) if isinstance(raw, str) else _parse_safely(row, raw)
             if isinstance(rec, ReportRecord) and rec.report_id in seen:
                 rec = RowError(
                     row,

@@ -229,7 +229,12 @@ class Tool(ABC, Generic[InputT]):
             return self._result(ToolStatus.FAILED, prov, t0, summary_ja=_validation_ja(exc), detail=str(exc))
         input_json = inp.model_dump(mode="json")
         prov.input_sha256 = _sha256_json(input_json)
-        prov.file_sha256 = hash_input_files(inp)
+        try:
+            prov.file_sha256 = hash_input_files(inp)
+        except ToolInputError as exc:  # too large to hash, or a named pipe: refuse before running
+            log.warning("tool %s: %s", self.name, exc.detail)
+            return self._result(ToolStatus.FAILED, prov, t0, summary_ja=exc.message_ja, detail=exc.detail,
+                                input_json=input_json)
         availability = self.availability()
         prov.weights_sha256 = {c.spec.id: c.sha256 for c in availability.weights if c.sha256}
         if availability.status is not ToolStatus.OK:
@@ -310,18 +315,53 @@ def _sha256_json(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
 
 
-def sha256_path(path: Path) -> str:
-    """A file's sha256, or for a folder the sha256 of its sorted (relative path, sha256) listing."""
-    if path.is_file():
-        return sha256_file(path)
-    listing = sorted(
-        f"{p.relative_to(path).as_posix()} {sha256_file(p)}" for p in path.rglob("*") if p.is_file()
+#: limits on what provenance hashes for one tool input (a path pointing at /usr must not take a minute)
+MAX_HASH_FILES = 20000
+MAX_HASH_BYTES = 4 << 30
+
+
+def _too_big(path: Path, what: str) -> ToolInputError:
+    return ToolInputError(
+        f"{path.name} は大きすぎます（{what}）。1 検査分のファイルかフォルダを指定してください。",
+        f"{path}: {what}; limits {MAX_HASH_FILES} files, {MAX_HASH_BYTES} bytes",
     )
+
+
+def sha256_path(path: Path) -> str:
+    """A file's sha256, or for a folder the sha256 of its sorted (relative path, sha256) listing.
+
+    Sizes are checked before anything is read: over MAX_HASH_FILES files or MAX_HASH_BYTES bytes, or a
+    path that is neither a regular file nor a folder (a named pipe would block), raises ToolInputError.
+    """
+    if path.is_file():
+        if path.stat().st_size > MAX_HASH_BYTES:
+            raise _too_big(path, f"{path.stat().st_size / 2**30:.1f} GB")
+        return sha256_file(path)
+    if not path.is_dir():
+        raise ToolInputError(
+            f"{path.name} は通常のファイルでもフォルダでもありません（名前付きパイプなど）。",
+            f"not a regular file or folder: {path}",
+        )
+    files: list[Path] = []
+    total = 0
+    for p in path.rglob("*"):
+        if not p.is_file():
+            continue
+        files.append(p)
+        total += p.stat().st_size
+        if len(files) > MAX_HASH_FILES:
+            raise _too_big(path, f"ファイル {MAX_HASH_FILES:,} 個超")
+        if total > MAX_HASH_BYTES:
+            raise _too_big(path, f"合計 {MAX_HASH_BYTES / 2**30:.0f} GB 超")
+    listing = sorted(f"{p.relative_to(path).as_posix()} {sha256_file(p)}" for p in files)
     return hashlib.sha256("\n".join(listing).encode()).hexdigest()
 
 
 def hash_input_files(inp: BaseModel) -> dict[str, str]:
-    """sha256 of every existing file or folder named by a Path field (also inside lists)."""
+    """sha256 of every existing file or folder named by a Path field (also inside lists).
+
+    Raises ToolInputError (from :func:`sha256_path`) when one is too large or not a regular file.
+    """
     hashes: dict[str, str] = {}
     for name, value in inp:
         values = value if isinstance(value, list | tuple) else [value]

@@ -11,12 +11,13 @@ Criteria (cut-offs by sex, their sources) are data: ``knowledge/data/sarcopenia_
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dokuei.io.totalseg import Segmentation
-from dokuei.io.volume import Volume
+from dokuei.io.volume import Volume, refuse_non_finite
 from dokuei.knowledge import load_json
 from dokuei.tools.base import ToolInputError
 
@@ -99,6 +100,13 @@ def measure(
             f"tasks present: {sorted(segs)}",
         )
     k, n_l3 = find_l3(segs["total"])
+    # defence in depth (the readers refuse these too): a NaN/inf voxel or a bad spacing changes every area
+    refuse_non_finite(ct.array[:, :, k], Path(ct.source).name)
+    if not (np.isfinite(ct.pixel_area_cm2) and ct.pixel_area_cm2 > 0):
+        raise ToolInputError(
+            f"{Path(ct.source).name} の画素間隔が不正なため、面積を計算できません。",
+            f"{ct.source}: spacing {ct.spacing_mm}",
+        )
     z_mm = float((ct.affine @ np.array([0, 0, k, 1.0]))[2])
     result = BodyComposition(l3_slice_index=k, l3_z_mm=round(z_mm, 1), l3_slices_in_label=n_l3)
     c = criteria()

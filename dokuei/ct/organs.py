@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from dokuei.io.totalseg import Segmentation, name_ja
-from dokuei.io.volume import Volume
+from dokuei.io.volume import Volume, refuse_non_finite
 
 #: a structure smaller than this is reported absent (isolated voxels are not an organ)
 MIN_PRESENT_ML = 0.1
@@ -33,6 +34,7 @@ def structure_stats(ct: Volume, seg: Segmentation, names: list[str] | None = Non
     inside = np.flatnonzero(labels)  # statistics over labelled voxels only (a fraction of the volume)
     lab = labels[inside]
     hu = ct.array.ravel(order="F")[inside].astype(np.float64)
+    refuse_non_finite(hu, Path(ct.source).name)  # one NaN/inf voxel would poison a structure's mean
     counts = np.bincount(lab, minlength=n_bins)
     sums = np.bincount(lab, weights=hu, minlength=n_bins)
     squares = np.bincount(lab, weights=hu * hu, minlength=n_bins)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import zipfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -34,7 +35,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from dokuei.io.volume import Volume
+from dokuei.io.volume import MAX_VOXELS, Volume, refuse_non_finite
 from dokuei.tools.base import ToolInputError
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,13 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 LOCALISER_TYPES = {"LOCALIZER", "SCOUT", "SCANOGRAM", "TOPOGRAM", "SURVIEW", "SCOUTVIEW"}
 AIR_HU = -1024.0
-MAX_ZIP_BYTES = 8 << 30
+#: zip guards, checked on the declared sizes before any member is decompressed (a zip bomb declares them
+#: honestly or zipfile stops at the declared size): total, one member, number of members
+MAX_ZIP_BYTES = 3 << 30
+MAX_ZIP_MEMBER_BYTES = 64 << 20  # one CT slice is ~0.5 MB; multi-frame objects are refused anyway
+MAX_ZIP_MEMBERS = 10000
+#: files looked at in one study folder (a 0.5 mm CT over 1 m is 2000 slices; a few series fit)
+MAX_STUDY_FILES = 10000
 #: tolerated deviation of one slice step from the series' median step
 SPACING_TOLERANCE = 0.02  # fraction of the median step
 SPACING_TOLERANCE_MM = 0.05
@@ -86,13 +93,26 @@ def is_dicom_file(path: Path) -> bool:
 
 
 def has_dicom_files(folder: Path) -> bool:
-    return any(is_dicom_file(p) for p in _walk(folder))
+    return any(is_dicom_file(p) for p in walk_study_files(folder))
 
 
-def _walk(folder: Path) -> Iterator[Path]:
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts):
-            yield p
+def walk_study_files(folder: Path) -> Iterator[Path]:
+    """Regular, non-hidden files under ``folder``, sorted; refuses a folder with over MAX_STUDY_FILES."""
+    files: list[Path] = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for n in names:
+            p = Path(root) / n
+            if n.startswith(".") or not p.is_file():  # is_file: FIFOs and devices would block a read
+                continue
+            files.append(p)
+            if len(files) > MAX_STUDY_FILES:
+                raise ToolInputError(
+                    f"フォルダ {folder.name} のファイルが多すぎます（{MAX_STUDY_FILES:,} 個超）。"
+                    "1 検査分のフォルダを指定してください。",
+                    f"{folder}: over MAX_STUDY_FILES {MAX_STUDY_FILES}",
+                )
+    yield from sorted(files)
 
 
 def _gather(path: Path) -> list[_Slice]:
@@ -115,25 +135,26 @@ def _gather(path: Path) -> list[_Slice]:
 
     slices: list[_Slice] = []
     if path.is_dir():
-        for p in _walk(path):
+        for p in walk_study_files(path):
             if is_dicom_file(p):
                 s = read(p.name, lambda p=p: p.open("rb"))  # type: ignore[misc]
                 if s is not None:
                     slices.append(s)
     elif zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            members = [m for m in zf.infolist() if not m.is_dir() and "__MACOSX" not in m.filename]
-            if sum(m.file_size for m in members) > MAX_ZIP_BYTES:
-                raise ToolInputError(
-                    f"zip {path.name} が大きすぎます（展開後 8 GB 超）。",
-                    f"{path}: uncompressed size over {MAX_ZIP_BYTES}",
-                )
-            for m in members:
-                data = zf.read(m)
-                if is_dicom_bytes(data[:132]):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                for m in zip_members(zf, path.name):
+                    with zf.open(m) as fh:
+                        if not is_dicom_bytes(fh.read(132)):
+                            continue
+                    data = zf.read(m)
                     s = read(m.filename, lambda data=data: io.BytesIO(data))  # type: ignore[misc]
                     if s is not None:
                         slices.append(s)
+        except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError) as exc:  # truncated, encrypted
+            raise ToolInputError(
+                f"zip {path.name} が途中で切れているか壊れています。", f"{path}: {type(exc).__name__}: {exc}"
+            ) from exc
     else:
         s = read(path.name, lambda: path.open("rb"))
         if s is not None:
@@ -141,6 +162,30 @@ def _gather(path: Path) -> list[_Slice]:
     if not slices:
         raise ToolInputError(f"{path.name} に読み込める DICOM 画像がありません。", f"no DICOM in {path}")
     return slices
+
+
+def zip_members(zf: zipfile.ZipFile, name: str) -> list[zipfile.ZipInfo]:
+    """The file members of a zip, after checking their count and declared sizes (zip-bomb guard)."""
+    members = [m for m in zf.infolist() if not m.is_dir() and "__MACOSX" not in m.filename]
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise ToolInputError(
+            f"zip {name} のファイル数が多すぎます（{len(members):,} 個、上限 {MAX_ZIP_MEMBERS:,}）。",
+            f"{name}: {len(members)} members over MAX_ZIP_MEMBERS",
+        )
+    big = [m for m in members if m.file_size > MAX_ZIP_MEMBER_BYTES]
+    if big:
+        raise ToolInputError(
+            f"zip {name} に展開後が大きすぎるファイルがあります（{big[0].file_size / 2**20:,.0f} MB、"
+            f"1 ファイルの上限 {MAX_ZIP_MEMBER_BYTES >> 20} MB）。",
+            f"{name}: member {big[0].filename!r} declares {big[0].file_size} bytes",
+        )
+    total = sum(m.file_size for m in members)
+    if total > MAX_ZIP_BYTES:
+        raise ToolInputError(
+            f"zip {name} が大きすぎます（展開後 {total / 2**30:.1f} GB、上限 {MAX_ZIP_BYTES / 2**30:.0f} GB）。",
+            f"{name}: uncompressed size {total} over {MAX_ZIP_BYTES}",
+        )
+    return members
 
 
 def _floats(ds: Any, keyword: str) -> list[float] | None:
@@ -182,6 +227,14 @@ def _classify(uid: str, slices: list[_Slice]) -> _Candidate:
         )
         if iop is None or ipp is None or ps is None or len(iop) != 6 or len(ipp) != 3 or len(ps) != 2:
             cand.rejected_ja = "画像の位置・向き・画素間隔（ImagePositionPatient など）がありません"
+            return cand
+        if not all(np.isfinite(v) and v > 0 for v in ps):
+            cand.rejected_ja = (
+                f"画像 {s.name} の画素間隔（PixelSpacing {ps[0]:g}, {ps[1]:g} mm）が 0 以下か不正です"
+            )
+            return cand
+        if not all(np.isfinite(v) for v in (*iop, *ipp)) or np.linalg.norm(np.cross(iop[:3], iop[3:])) < 0.5:
+            cand.rejected_ja = f"画像 {s.name} の位置・向き（ImageOrientationPatient）が壊れています"
             return cand
         geometry.add(
             (
@@ -229,7 +282,7 @@ def load_dicom_series(path: Path) -> Volume:
     if not ranked:
         reasons = "、".join(f"{c.label_ja}: {c.rejected_ja}" for c in candidates)
         raise ToolInputError(
-            f"使える CT 系列がありません（{reasons}）。",
+            f"{path.name} に使える CT 系列がありません（{reasons}）。",
             f"{path}: no acceptable series: {[(c.uid_short, c.rejected_ja) for c in candidates]}",
         )
     failures: list[ToolInputError] = []
@@ -286,14 +339,23 @@ def _build(cand: _Candidate, path: Path) -> Volume:
     notes: list[str] = []
     n = len(unique)
     if n == 1:
-        dz = float(first.get("SliceThickness") or first.get("SpacingBetweenSlices") or 0.0)
-        if dz <= 0:
+        dz = (_floats(first, "SliceThickness") or _floats(first, "SpacingBetweenSlices") or [0.0])[0]
+        if not (np.isfinite(dz) and dz > 0):
             raise ToolInputError(
-                "1 枚だけの画像でスライス厚がないため、体積を計算できません。", "single slice, no thickness"
+                f"1 枚だけの画像 {cand.slices[0].name} のスライス厚が 0 以下か記載がないため、"
+                "体積を計算できません。",
+                f"single slice, thickness {dz}",
             )
         notes.append(f"1 枚だけの画像です（スライス厚 {dz:g} mm を奥行きとしました）。")
     else:
         dz = _check_steps(positions, cand)
+    voxels = n * int(first.Rows) * int(first.Columns)
+    if voxels > MAX_VOXELS:
+        raise ToolInputError(
+            f"{cand.label_ja} は大きすぎます（{voxels:,} ボクセル、上限 {MAX_VOXELS:,}）。"
+            "範囲を絞るか、スライスを間引いた系列を指定してください。",
+            f"{cand.uid_short}: {voxels} voxels over MAX_VOXELS",
+        )
     tilt_deg, shifts = _tilt(unique, normal, row_dir, col_dir, spacing_cols, spacing_rows)
     if tilt_deg > MAX_TILT_DEG:
         raise ToolInputError(
@@ -424,8 +486,20 @@ def _to_hu(ds: Any, pixels: np.ndarray, name: str, shift: tuple[float, float]) -
             f"CT 画像 {name} に RescaleSlope/RescaleIntercept がないため HU に変換できません。",
             f"{name}: no rescale",
         )
+    try:
+        slope_f, intercept_f = float(slope), float(intercept)
+    except (TypeError, ValueError):
+        slope_f, intercept_f = float("nan"), float("nan")
+    if not (np.isfinite(slope_f) and np.isfinite(intercept_f)) or slope_f == 0:
+        raise ToolInputError(
+            f"CT 画像 {name} の RescaleSlope/RescaleIntercept（{slope}, {intercept}）が不正なため"
+            "（傾き 0 や数値でない値）、HU に変換できません。",
+            f"{name}: rescale slope {slope!r} intercept {intercept!r}",
+        )
     raw = pixels.astype(np.float32)
-    hu = raw * float(slope) + float(intercept)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow becomes inf, refused just below
+        hu = raw * slope_f + intercept_f
+    refuse_non_finite(hu, name)  # float pixel data may hold NaN/inf; np.maximum below would keep them
     padding = ds.get("PixelPaddingValue")
     if padding is not None:
         hu[pixels == padding] = AIR_HU

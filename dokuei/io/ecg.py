@@ -26,7 +26,13 @@ log = logging.getLogger(__name__)
 STANDARD_LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 LIMB_LEADS: tuple[str, ...] = STANDARD_LEADS[:6]
 EcgFormat = Literal["dicom", "wfdb", "csv", "aecg"]
-LeadFlag = Literal["flat", "saturated"]
+LeadFlag = Literal["flat", "saturated", "nonfinite"]
+#: what each flag means, in Japanese, for summaries
+LEAD_FLAG_JA: dict[str, str] = {
+    "flat": "平坦（電極外れの可能性）",
+    "saturated": "飽和（振り切れ）",
+    "nonfinite": "数値でないサンプル（NaN・無限大）を含む",
+}
 
 #: millivolts per unit, for every unit spelling seen in DICOM, WFDB, aECG and CSV headers
 _UNIT_TO_MV: dict[str, float] = {
@@ -110,6 +116,11 @@ def load_ecg(path: Path, *, sampling_rate_hz: float | None = None, units: str | 
     """Read an ECG by content. ``sampling_rate_hz``/``units`` are used only for CSV files that lack them."""
     if not path.exists():
         raise ToolInputError(f"心電図ファイル {path.name} が見つかりません。", f"missing: {path}")
+    if not path.is_file():  # a folder, or a named pipe that would block the first read
+        raise ToolInputError(
+            f"{path.name} は通常のファイルではありません（心電図ファイルを指定してください）。",
+            f"not a regular file: {path}",
+        )
     kind = sniff_ecg_format(path)
     if kind == "dicom":
         record = read_dicom_ecg(path)
@@ -137,7 +148,7 @@ def looks_like_ecg(path: Path) -> bool:
 
 def sniff_ecg_format(path: Path) -> EcgFormat | None:
     """Which ECG format a file is, judged by its content (extension only to find a WFDB pair)."""
-    if path.is_dir() or not path.exists():
+    if not path.is_file():
         return None
     suffix = path.suffix.lower()
     if suffix in (".hea", ".dat") and path.with_suffix(".hea").exists():
@@ -152,7 +163,7 @@ def sniff_ecg_format(path: Path) -> EcgFormat | None:
     text = head.decode("utf-8", errors="replace")
     if "<AnnotatedECG" in text:
         return "aecg"
-    if _csv_header_leads(text):
+    if csv_header_leads(text):
         return "csv"
     return None
 
@@ -329,7 +340,7 @@ def read_wfdb(path: Path) -> EcgRecord:
 _META_RE = re.compile(r"^#\s*(sampling_rate_hz|sampling_rate|fs|units?)\s*[:=]\s*(\S+)", re.IGNORECASE)
 
 
-def _csv_header_leads(text: str) -> list[str]:
+def csv_header_leads(text: str) -> list[str]:
     """Standard leads named in the first non-comment line of a CSV text, or [] if none."""
     for line in text.splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
@@ -494,11 +505,24 @@ def finish_record(record: EcgRecord) -> EcgRecord:
             f"サンプリング周波数 {record.sampling_rate_hz:g} Hz は解析できません（100 Hz 以上が必要）。",
             f"{record.source}: fs {record.sampling_rate_hz}",
         )
-    if not np.all(np.isfinite(sig)):
-        sig = _fill_nan(sig)
+    bad_counts = {n: int(np.count_nonzero(~np.isfinite(row))) for n, row in zip(record.leads, sig, strict=True)}
+    nonfinite = {n for n, c in bad_counts.items() if c}
+    if nonfinite == set(record.leads):
+        total = sum(bad_counts.values())
+        raise ToolInputError(
+            f"心電図 {Path(record.source).name} はすべての誘導に数値でないサンプル（NaN・無限大、計 {total:,} 個）"
+            "があるため解析できません。",
+            f"{record.source}: non-finite samples per lead {bad_counts}",
+        )
+    if nonfinite:
+        log.warning("%s: leads with non-finite samples excluded: %s", record.source, bad_counts)
+        # an interpolated gap is a straight line that measures like a real segment: the lead is excluded
+        # from measurement (flag "nonfinite") and shown as a flat zero line
+        sig = np.where(np.isfinite(sig), sig, 0.0)
+        sig[[record.leads.index(n) for n in nonfinite]] = 0.0
     by_name = dict(zip(record.leads, sig, strict=True))
     derived: list[str] = []
-    if "I" in by_name and "II" in by_name:
+    if "I" in by_name and "II" in by_name and not nonfinite & {"I", "II"}:
         lead_i, lead_ii = by_name["I"], by_name["II"]
         formulas = {
             "III": lead_ii - lead_i,
@@ -512,7 +536,11 @@ def finish_record(record: EcgRecord) -> EcgRecord:
                 derived.append(name)
     order = [n for n in STANDARD_LEADS if n in by_name]
     signals = np.vstack([by_name[n] for n in order])
-    flags = {n: f for n, f in ((n, _lead_flag(by_name[n], record.sampling_rate_hz)) for n in order) if f}
+    flags: dict[str, LeadFlag] = {n: "nonfinite" for n in order if n in nonfinite}
+    for n in order:
+        flag = None if n in flags else _lead_flag(by_name[n], record.sampling_rate_hz)
+        if flag:
+            flags[n] = flag
     return EcgRecord(
         signals_mv=signals,
         leads=tuple(order),
@@ -525,19 +553,6 @@ def finish_record(record: EcgRecord) -> EcgRecord:
         derived_leads=tuple(derived),
         lead_flags=flags,
     )
-
-
-def _fill_nan(sig: np.ndarray) -> np.ndarray:
-    """Linear interpolation over NaN gaps (WFDB marks missing samples as NaN); an all-NaN lead stays 0."""
-    out = sig.copy()
-    x = np.arange(sig.shape[1])
-    for row in out:
-        bad = ~np.isfinite(row)
-        if bad.all():
-            row[:] = 0.0
-        elif bad.any():
-            row[bad] = np.interp(x[bad], x[~bad], row[~bad])
-    return out
 
 
 def _lead_flag(values: np.ndarray, fs: float) -> LeadFlag | None:

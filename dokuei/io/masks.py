@@ -60,6 +60,8 @@ def load_label_mask(path: Path, image: Volume) -> Volume:
     """A node label mask (NIfTI labels or DICOM SEG) on the grid of ``image``; empty masks are refused."""
     if not path.exists():
         raise ToolInputError(f"マスク {path.name} が見つかりません。", f"missing mask {path}")
+    if not (path.is_file() or path.is_dir()):  # a named pipe would block the DICOM sniffing below
+        raise ToolInputError(f"マスク {path.name} は通常のファイルではありません。", f"not a regular file: {path}")
     if is_dicom_seg(path):
         mask = read_dicom_seg(path if path.is_file() else next(path.glob("*.dcm")), image)
     else:

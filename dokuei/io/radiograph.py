@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 
+from dokuei.io.volume import refuse_non_finite
 from dokuei.tools.base import ToolInputError
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ def looks_like_chest_xray(path: Path) -> bool:
 def load_radiograph(path: Path) -> Radiograph:
     if not path.exists():
         raise ToolInputError(f"画像ファイル {path.name} が見つかりません。", f"missing: {path}")
+    if not path.is_file():  # a named pipe would block the first read
+        raise ToolInputError(f"{path.name} は通常の画像ファイルではありません。", f"not a regular file: {path}")
     kind = _sniff(path)
     if kind == "dicom":
         return _load_dicom(path)
@@ -128,6 +131,7 @@ def _load_dicom(path: Path) -> Radiograph:
         if "WindowCenter" in ds or "VOILUTSequence" in ds
         else raw.astype(np.float64)
     )
+    refuse_non_finite(img, path.name)  # float pixel data: one NaN would make the whole image NaN below
     lo, hi = float(img.min()), float(img.max())
     pixels = (img - lo) / max(hi - lo, 1e-6)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
@@ -141,7 +145,7 @@ def _load_dicom(path: Path) -> Radiograph:
             pixels, flips = pixels[:, ::-1], [*flips, "horizontal"]
         if orientation[1].startswith("H"):
             pixels, flips = pixels[::-1, :], [*flips, "vertical"]
-    spacing = ds.get("ImagerPixelSpacing") or ds.get("PixelSpacing")
+    spacing = _spacing(ds, path)
     return Radiograph(
         pixels=np.ascontiguousarray(pixels, dtype=np.float32),
         source=str(path),
@@ -152,8 +156,23 @@ def _load_dicom(path: Path) -> Radiograph:
         flips=tuple(flips),
         modality=modality,
         body_part=str(ds.get("BodyPartExamined", "")),
-        pixel_spacing_mm=(float(spacing[0]), float(spacing[1])) if spacing else None,
+        pixel_spacing_mm=spacing,
     )
+
+
+def _spacing(ds: object, path: Path) -> tuple[float, float] | None:
+    """Pixel spacing from the header, or None (unknown) when absent, zero, negative or not a number."""
+    raw = getattr(ds, "ImagerPixelSpacing", None) or getattr(ds, "PixelSpacing", None)
+    if not raw:
+        return None
+    try:
+        values = (float(raw[0]), float(raw[1]))
+    except (TypeError, ValueError, IndexError):
+        values = (float("nan"), float("nan"))
+    if not all(np.isfinite(v) and v > 0 for v in values):
+        log.warning("%s: unusable pixel spacing %r; treated as unknown", path.name, raw)
+        return None
+    return values
 
 
 def _view_position(ds: object) -> ViewPosition:

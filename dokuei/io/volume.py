@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: names a study folder may give its CT image (TotalSegmentator and nnU-Net conventions)
 CT_NIFTI_NAMES = ("ct.nii.gz", "ct.nii", "image.nii.gz", "image.nii", "ct_0000.nii.gz", "img.nii.gz")
+#: the largest volume read (voxels): 512 x 512 x 2300 slices, about 2.4 GB as float32; beyond it memory,
+#: not the study, decides what happens
+MAX_VOXELS = 512 * 512 * 2300
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,9 @@ def load_nifti(path: Path, *, labels: bool = False, dtype: type | None = None) -
             f"{path.name} は {len(img.shape)} 次元の画像です。3 次元の CT ボリュームを指定してください。",
             f"{path}: shape {img.shape}",
         )
+    _check_voxel_count(tuple(int(n) for n in img.shape), path.name)
+    if int(img.header["sform_code"]) == 0:
+        _check_raw_pixdim(path, img)
     affine = np.asarray(img.affine, dtype=np.float64)
     linear = affine[:3, :3]
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(linear)) < 1e-6:
@@ -99,10 +105,61 @@ def load_nifti(path: Path, *, labels: bool = False, dtype: type | None = None) -
         raise ToolInputError(
             f"NIfTI ファイル {path.name} が途中で切れているか壊れています。", f"{path}: {exc}"
         ) from exc
+    refuse_non_finite(data, path.name)
     array: np.ndarray = np.asfortranarray(data, dtype=dtype or (np.int32 if labels else np.float32))
     return Volume(
         array=array, affine=np.asarray(canonical.affine, dtype=float), source=str(path), notes_ja=tuple(notes)
     )
+
+
+def refuse_non_finite(array: np.ndarray, name: str) -> None:
+    """Refuse an image holding NaN or ±inf: every area, mean and threshold computed on it would be wrong.
+
+    Masking them instead would change what is measured without the clinician seeing it, so the file is
+    refused and named, with the count of bad voxels.
+    """
+    if not np.issubdtype(array.dtype, np.floating):
+        return
+    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise ToolInputError(
+            f"{name} に数値でない画素（NaN・無限大）が {bad:,} 個あるため、計測できません。"
+            "元の画像を出力し直してください。",
+            f"{name}: {bad} non-finite voxels of {array.size}",
+        )
+
+
+def _check_voxel_count(shape: tuple[int, ...], name: str) -> None:
+    voxels = int(np.prod(shape, dtype=np.int64))
+    if voxels > MAX_VOXELS:
+        raise ToolInputError(
+            f"{name} は大きすぎます（{voxels:,} ボクセル、上限 {MAX_VOXELS:,}）。"
+            "範囲を絞るか、スライスを間引いた系列を指定してください。",
+            f"{name}: shape {shape} over MAX_VOXELS {MAX_VOXELS}",
+        )
+
+
+def _check_raw_pixdim(path: Path, img: Any) -> None:
+    """Without an sform the affine comes from pixdim, which nibabel silently repairs (0 -> 1, -x -> x).
+
+    A spacing guessed as 1 mm would scale every area and volume, so a zero, negative or non-finite
+    pixdim in the file itself is refused.
+    """
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(path)) as fh:
+            raw = type(img.header).from_fileobj(fh, check=False)
+        pixdim = [float(v) for v in raw["pixdim"][1:4]]
+    except Exception as exc:  # a header nibabel read once already; log and let the affine checks decide
+        log.warning("cannot re-read raw pixdim of %s: %s", path, exc)
+        return
+    if not all(np.isfinite(v) and v > 0 for v in pixdim):
+        raise ToolInputError(
+            f"{path.name} の画素間隔（pixdim）が不正です（{', '.join(f'{v:g}' for v in pixdim)} mm）。"
+            "0 以下の間隔では寸法を計算できません。",
+            f"{path}: raw pixdim {pixdim}, sform_code 0",
+        )
 
 
 def is_nifti(path: Path) -> bool:
@@ -125,6 +182,12 @@ def load_volume(path: Path, *, labels: bool = False) -> Volume:
     path = Path(path)
     if not path.exists():
         raise ToolInputError(f"{path.name} が見つかりません。", f"missing: {path}")
+    if not (path.is_dir() or path.is_file()):  # a named pipe or device would block the first read
+        raise ToolInputError(
+            f"{path.name} は通常のファイルではありません（名前付きパイプなど）。", f"not a regular file: {path}"
+        )
+    if path.is_file() and path.stat().st_size == 0:
+        raise ToolInputError(f"{path.name} は空のファイルです。転送し直してください。", f"empty file: {path}")
     if path.is_file() and is_nifti(path):
         return load_nifti(path, labels=labels)
     if path.is_dir():
@@ -144,6 +207,12 @@ def load_volume(path: Path, *, labels: bool = False) -> Volume:
     if dicom.is_dicom_file(path):
         _refuse_labels_from_dicom(path, labels)
         return dicom.load_dicom_series(path)
+    with path.open("rb") as fh:
+        looks_zipped = fh.read(4) == b"PK\x03\x04"
+    if looks_zipped or path.suffix.lower() == ".zip":  # is_zipfile is False when the directory is cut off
+        raise ToolInputError(
+            f"zip {path.name} が途中で切れているか壊れています。転送し直してください。", f"bad zip: {path}"
+        )
     raise ToolInputError(
         f"{path.name} は対応していない形式です（NIfTI または DICOM を指定してください）。",
         f"unsupported volume: {path}",

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from dokuei.io.ecg import EcgRecord
+from dokuei.io.ecg import LEAD_FLAG_JA, EcgRecord
 from dokuei.knowledge import load_json
 
 log = logging.getLogger(__name__)
@@ -105,9 +105,10 @@ def analyze_record(record: EcgRecord) -> EcgAnalysis:
     import neurokit2 as nk
 
     fs = record.sampling_rate_hz
-    usable = [n for n in record.leads if record.usable(n)]
+    # defence in depth: a record not built by finish_record may still hold NaN/inf in a lead
+    usable = [n for n in record.leads if record.usable(n) and bool(np.all(np.isfinite(record.lead(n))))]
     if not usable:
-        raise EcgAnalysisError("all leads are flat or saturated")
+        raise EcgAnalysisError("all leads are flat, saturated or non-finite")
     detection = next(n for n in (*DETECTION_PREFERENCE, *usable) if n in usable)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -376,9 +377,7 @@ def _quality(
 ) -> tuple[Literal["good", "acceptable", "poor"], list[str]]:
     notes: list[str] = []
     for lead, flag in record.lead_flags.items():
-        notes.append(
-            f"{lead} 誘導が{'平坦（電極外れの可能性）' if flag == 'flat' else '飽和（振り切れ）'}のため除外"
-        )
+        notes.append(f"{lead} 誘導が{LEAD_FLAG_JA.get(flag, flag)}のため除外")
     noise = sum(t == "Q" for t in types) / max(len(types), 1)
     if noise > 0:
         notes.append(f"雑音と判定した拍 {sum(t == 'Q' for t in types)} 個を除外")

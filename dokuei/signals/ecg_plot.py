@@ -4,6 +4,9 @@ Drawn in millimetres on a 1 mm / 5 mm grid at 25 mm/s and 10 mm/mV, so a printed
 standard paper scale. Each column shows 2.5 s of its leads (I/II/III, aVR/aVL/aVF, V1–V3, V4–V6); the
 rhythm strip shows the whole first 10 s of lead II with a marker at every detected beat (N black, V red).
 Records with fewer leads get one 10 s strip per lead.
+
+Nothing identifying is drawn: file names often carry a patient's name or ID, so the caption holds only
+the paper scale and sampling rate. All text is ASCII (matplotlib's default font has no Japanese glyphs).
 """
 
 from __future__ import annotations
@@ -21,9 +24,16 @@ ROW_MM = 35.0
 LAYOUT = (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3", "V6"))
 
 
+def caption(record: EcgRecord) -> str:
+    """The one line of text under the tracing: scale and rate, never the file name (PHI)."""
+    return f"25 mm/s, 10 mm/mV, {record.sampling_rate_hz:g} Hz"
+
+
 def plot_ecg(
     record: EcgRecord, r_peaks: np.ndarray, beat_types: tuple[str, ...], out: Path, title: str = ""
 ) -> Path:
+    """Draw the record to ``out`` (PNG). ``title`` is accepted for old callers and never drawn (PHI)."""
+    del title
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,9 +97,8 @@ def plot_ecg(
                     ax.text(
                         p / fs * MM_PER_S, base - 0.45 * ROW_MM + 4, "V", color="red", fontsize=5, ha="center"
                     )
-    caption = f"{title}  25 mm/s, 10 mm/mV, {fs:g} Hz".strip()
-    ax.text(0, 1.5, caption, fontsize=6)
+    ax.text(0, 1.5, caption(record), fontsize=6)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150)
+    fig.savefig(out, dpi=150, metadata={"Software": None})
     plt.close(fig)
     return out
