@@ -61,7 +61,7 @@ def _scores(findings: str, impression: str, indication: str) -> dict[str, float]
 
 
 def _auc(y: list[int], s: list[float]) -> tuple[float, float, int]:
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    from sklearn.metrics import average_precision_score, roc_auc_score  # type: ignore[import-untyped]
 
     pos = sum(y)
     if pos == 0 or pos == len(y):
@@ -135,7 +135,7 @@ def bench_impression(n: int) -> None:
     """Synthetic Japanese held-out split by patient: exemplars only from the other patients' reports."""
     import re
 
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.feature_extraction.text import TfidfVectorizer  # type: ignore[import-untyped]
 
     from dokuei.knowledge.synthetic import generate
     from dokuei.reports.impression import Exemplar, draft_impression
