@@ -18,6 +18,13 @@ from dokuei.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"日付「{text}」を YYYY-MM-DD として読めません。") from exc
+
+
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``reports`` command group (scan) to a parent parser's subparsers."""
     reports = subparsers.add_parser("reports", help="レポート本文の一括処理（重大所見の見落とし確認）")
@@ -25,8 +32,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("scan", help="アーカイブまたは取り込みファイルの重大所見を確認し、ワークリストを書き出す")
     p.add_argument("--input", type=Path, default=None,
                    help="CSV/JSONL export to scan (import format); default: the report archive")
-    p.add_argument("--from", dest="date_from", type=date.fromisoformat, default=None, help="検査日 YYYY-MM-DD 以降")
-    p.add_argument("--to", dest="date_to", type=date.fromisoformat, default=None, help="検査日 YYYY-MM-DD 以前")
+    p.add_argument("--from", dest="date_from", type=_date, default=None, help="検査日 YYYY-MM-DD 以降")
+    p.add_argument("--to", dest="date_to", type=_date, default=None, help="検査日 YYYY-MM-DD 以前")
     p.add_argument("--out", type=Path, default=None,
                    help="worklist path (.csv or .parquet); default: $DOKUEI_HOME/worklists/critical_findings.csv")
     p.add_argument("--include-unchanged", action="store_true", help="既知・著変なしの所見も載せる")

@@ -44,6 +44,10 @@ PATTERNS: list[tuple[str, str, str]] = [
     ("No pneumothorax or pleural effusion.", "pneumothorax", "negated"),
     ("No pleural effusion, focal consolidation or pneumothorax.", "pneumothorax", "negated"),
     ("Without evidence of pneumothorax.", "pneumothorax", "negated"),
+    # the cue covers a whole list (IU phrasing)
+    ("No focal consolidation, suspicious pulmonary opacity, large pleural effusion, or pneumothorax is identified.",
+     "pneumothorax", "negated"),
+    ("The lungs are clear of focal airspace disease, pneumothorax, or pleural effusion.", "pneumothorax", "negated"),
     ("Negative for pneumothorax.", "pneumothorax", "negated"),
     ("Pneumothorax is not seen.", "pneumothorax", "negated"),
     ("The pneumothorax has resolved.", "pneumothorax", "negated"),

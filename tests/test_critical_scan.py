@@ -63,3 +63,23 @@ def test_parquet_worklist(tmp_path: Path) -> None:
     path = write_worklist(res.rows, tmp_path / "w.parquet")
     table = pq.read_table(path).to_pylist()
     assert [(r["report_id"], r["category"], r["status"]) for r in table] == [("R1", "pneumothorax", "present")]
+
+
+def test_scan_over_the_archive_with_a_date_range(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dokuei.knowledge.archive import ReportArchive
+    from dokuei.knowledge.importers import import_rows
+    from dokuei.knowledge.synthetic import generate
+    from tests.reports_fixtures import HashEmbedder
+
+    settings = Settings.load(home=tmp_path / "home")
+    rows = list(generate(200, seed=7))
+    import_rows(ReportArchive(settings, embedder=HashEmbedder()),  # type: ignore[arg-type]
+                enumerate(rows, start=1), source="syn", progress=False)
+    day = sorted(r["study_date"] for r in rows)[100]
+    out = tmp_path / "w.csv"
+    args = _parser().parse_args(["reports", "scan", "--from", day, "--to", day, "--out", str(out), "--json"])
+    assert args.func(args, settings) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_reports"] == sum(r["study_date"] == day for r in rows)  # only that day's reports
+    listed = list(csv.DictReader(out.open(encoding="utf-8-sig")))
+    assert all(r["study_date"] == day for r in listed)

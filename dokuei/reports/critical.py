@@ -49,7 +49,7 @@ _JA_PRE_KNOWN = re.compile(r"既知の|陳旧性|以前からの|既存の")
 _WORSENING = re.compile(r"増大|増悪|新たに|新規|出現|拡大|increas|new |worse|enlarg")
 
 # --- English cues (NegEx-like) ---------------------------------------------------------------------------------
-_EN_PRE_NEG = re.compile(r"\b(no|not|without|negative for|free of|no evidence of|no sign of|absence of|"
+_EN_PRE_NEG = re.compile(r"\b(no|not|without|negative for|free of|clear of|no evidence of|no sign of|absence of|"
                          r"resolution of|resolved|rule[sd]? out for|denies)\b")
 _EN_PRE_UNC = re.compile(r"\b(possible|possibly|probable|probably|questionable|suspicious for|suspected|"
                          r"suspect|concern for|concerning for|may represent|could represent|likely|rule out|r/o|"
@@ -64,7 +64,7 @@ _EN_POST_KNOWN = re.compile(r"^[^.;]{0,40}?\b(unchanged|stable|again (seen|noted
                             r"not significantly changed|chronic|healed|old)\b")
 _EN_NO_CHANGE = re.compile(r"\bno (significant |interval |appreciable )?change\b")
 _EN_CONJ = re.compile(r"\b(but|however|although|though|except|which|aside from)\b|[;:]")
-_EN_WINDOW_WORDS = 8
+_EN_WINDOW_WORDS = 15  # a NegEx cue covers a whole list ("No consolidation, ..., or X"); stops at but/however
 
 
 @dataclass(frozen=True)
