@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from dokuei.knowledge import load_json
 from dokuei.tools.base import Outcome, Requirements, Tool, ToolInputError
@@ -51,10 +51,16 @@ class CheckupItemInput(BaseModel):
 
 
 class JudgeCheckupInput(BaseModel):
-    items: list[CheckupItemInput] = Field(min_length=1, description="checkup results to judge")
+    items: list[CheckupItemInput] = Field(default_factory=list, description="checkup results to judge")
     sex: Literal["M", "F"] | None = Field(default=None, description="needed for 腹囲 and 血色素量; never assumed")
     unread_ja: list[str] = Field(default_factory=list, description="labelled numbers of the question that match no "
                                  "item of the table (e.g. 'フェリチン 30'); any entry withholds the overall grade")
+
+    @model_validator(mode="after")
+    def _something_to_report(self) -> JudgeCheckupInput:
+        if not self.items and not self.unread_ja:
+            raise ValueError("items must list at least one checkup result")
+        return self
 
 
 class ItemJudgement(BaseModel):
@@ -143,7 +149,7 @@ class JudgeCheckup(Tool[JudgeCheckupInput]):
 
     def input_from_context(self, ctx: ToolContext) -> JudgeCheckupInput | None:
         reading = read_checkup_text(ctx.question)
-        if not reading.items:
+        if not reading.items and not (reading.unread_ja and self._asked_about_checkup(ctx.question)):
             return None
         unread = list(reading.unread_ja)
         named = sexes_in_text(ctx.question)
@@ -157,6 +163,12 @@ class JudgeCheckup(Tool[JudgeCheckupInput]):
         elif sex is None and named:
             sex = next(iter(named))
         return JudgeCheckupInput(items=reading.items, sex=sex, unread_ja=unread)
+
+
+    def _asked_about_checkup(self, question: str) -> bool:
+        """True when the question uses this tool's own words, so labels it cannot read are worth naming."""
+        norm = _norm(question)
+        return any(_norm(k) in norm for k in self.keywords_ja)
 
 
 def _resolve_item(name: str, criteria: dict[str, Any]) -> str | None:
@@ -225,7 +237,7 @@ def judge_item(item: CheckupItemInput, sex: str | None, criteria: dict[str, Any]
     if not math.isfinite(number):
         return error(f"{name_ja} の値「{item.value}」は有限の数値ではありません。")
     if number < 0:
-        return error(f"{name_ja} の値 {item.value} は負の値です。検査値として負の値はありえないため判定できません"
+        return error(f"{name_ja} の値 {number:g} は負の値です。検査値として負の値はありえないため判定できません"
                      "（入力誤りの可能性）。")
     if item.unit is None or not item.unit.strip():
         return error(f"{name_ja} の単位が指定されていません（{spec['unit']} などで指定してください）。")
@@ -427,7 +439,8 @@ def read_checkup_text(text: str) -> CheckupReading:
             value_end += unit_match.end()
         taken.append((start, value_end))
         cursor = value_end
-        shown = f"{label} {number_text}{'/' + second if second else ''}{' ' + unit if unit else ''}".strip()
+        value_text = number_text + (f"/{second}" if second else "") + (f" {unit}" if unit else "")
+        shown = f"{_display_label(label)} {value_text}".strip()
         if second is not None:
             if _label_key(label).endswith("血圧"):
                 for part_key, part in (("sbp", number_text), ("dbp", second)):
@@ -444,6 +457,12 @@ def read_checkup_text(text: str) -> CheckupReading:
         found.append((start, _numeric_item(item_key, number_text, unit, criteria)))
     reading.items = [item for _, item in sorted(found, key=lambda pair: pair[0])]
     return reading
+
+
+def _display_label(label: str) -> str:
+    """The name part of an unread label: 「健診でフェリチン」 → 「フェリチン」 (text after the last kana)."""
+    pieces = [p for p in re.split(r"[\u3041-\u3096]+", label) if p.strip()]
+    return pieces[-1].strip() if pieces else label
 
 
 def _glued_inside_alias(norm: str, start: int) -> bool:
