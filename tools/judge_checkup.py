@@ -117,7 +117,7 @@ class JudgeCheckup(Tool[JudgeCheckupInput]):
 
     def run(self, inp: JudgeCheckupInput) -> Outcome:
         criteria = load_criteria()
-        judged = [judge_item(item, inp.sex, criteria) for item in inp.items]
+        judged = _refuse_conflicting_values([judge_item(item, inp.sex, criteria) for item in inp.items])
         grades = [j.grade for j in judged if j.grade is not None]
         order = criteria["severity_order"]
         active = [g for g in grades if g != "E"]
@@ -169,6 +169,23 @@ class JudgeCheckup(Tool[JudgeCheckupInput]):
         """True when the question uses this tool's own words, so labels it cannot read are worth naming."""
         norm = _norm(question)
         return any(_norm(k) in norm for k in self.keywords_ja)
+
+
+def _refuse_conflicting_values(judged: list[ItemJudgement]) -> list[ItemJudgement]:
+    """An item given twice with different values is judged neither time: which one is meant is unknown."""
+    values: dict[str, set[tuple[str, str | None]]] = {}
+    for j in judged:
+        values.setdefault(j.item, set()).add((str(j.value_given), j.unit_given))
+    out = []
+    for j in judged:
+        given = values[j.item]
+        if len(given) > 1:
+            listed = "、".join(sorted(f"{v} {u or ''}".strip() for v, u in given))
+            message = f"{j.name_ja} に異なる値が複数あり（{listed}）、どれを判定するか決められません。"
+            j = j.model_copy(update={"grade": None, "grade_label_ja": None, "criterion_ja": None,
+                                     "value_canonical": None, "error_ja": message})
+        out.append(j)
+    return out
 
 
 def _resolve_item(name: str, criteria: dict[str, Any]) -> str | None:
@@ -283,7 +300,7 @@ def _withheld_reason_ja(refused: list[ItemJudgement], unread: list[str]) -> str 
     """What must be fixed before an overall grade can be given, or None when nothing is missing."""
     parts = []
     if refused:
-        parts.append("判定できなかった項目: " + "、".join(j.name_ja for j in refused))
+        parts.append("判定できなかった項目: " + "、".join(dict.fromkeys(j.name_ja for j in refused)))
     if unread:
         parts.append("読み取れなかった項目: " + "、".join(unread))
     if not parts:
@@ -326,6 +343,11 @@ _QUAL_RE = re.compile(r"\s*(?:は|が|:|=)?\s*[(]?(2\+|3\+|4\+|\+\+\+|\+\+|±|\+
 # a number followed by one of these counts something (age, visits, dates); it is not a checkup value
 _COUNTERS = ("歳", "才", "年", "か月", "ヶ月", "カ月", "ケ月", "月", "日", "回", "時間", "時", "分", "秒", "週",
              "人", "番", "度目", "代", "型", "件", "枚", "錠", "種類", "項目")
+_TREATMENT_WORDS = r"治療中|服薬中|内服中|投薬中"
+_TREATMENT_AFTER_RE = re.compile(r"\s*[(]?\s*(?:" + _TREATMENT_WORDS + r")\s*[)]?")
+# what follows an item name when a value was meant but is not a number
+_NON_NUMBER_VALUE = (r"\s*(?:は|が|:|=)?\s*(nan|[-−+]?inf(?:inity)?|不明|未測定|測定不能|欠測|検出せず|未検査|"
+                     r"[-−]{2,}|[A-Za-z][A-Za-z0-9]*)")
 _FILLERS = ("は", "が", "も", "を", ":", "=", "の値", "値")
 _LABEL_EDGES = " \t:=()[]・/-−"
 
@@ -424,6 +446,7 @@ def read_checkup_text(text: str) -> CheckupReading:
             taken.append((start, m.end()))
             continue
         label = label_before(start)
+        label_begin = max([cursor, *(norm.rfind(d, 0, start) + 1 for d in _HARD_DELIMITERS)])
         item_key = _match_label(label, aliases) if label else None
         pair = _PAIR_RE.match(rest)
         value_end = m.end()
@@ -437,14 +460,17 @@ def read_checkup_text(text: str) -> CheckupReading:
         if unit_match and _match_label(unit_match.group(1), aliases) is None:
             unit = unit_match.group(1).rstrip(".")
             value_end += unit_match.end()
-        taken.append((start, value_end))
+        treated = _TREATMENT_AFTER_RE.match(norm, value_end)
+        if treated:
+            value_end = treated.end()
+        taken.append((label_begin, value_end))
         cursor = value_end
         value_text = number_text + (f"/{second}" if second else "") + (f" {unit}" if unit else "")
         shown = f"{_display_label(label)} {value_text}".strip()
         if second is not None:
             if _label_key(label).endswith("血圧"):
                 for part_key, part in (("sbp", number_text), ("dbp", second)):
-                    found.append((start, _numeric_item(part_key, part, unit, criteria)))
+                    found.append((start, _numeric_item(part_key, part, unit, criteria, bool(treated))))
             else:
                 reading.unread_ja.append(shown if label else f"{shown}（項目名なし）")
             continue
@@ -452,9 +478,11 @@ def read_checkup_text(text: str) -> CheckupReading:
             reading.unread_ja.append(shown if label else f"{shown}（項目名なし）")
             continue
         if "categorical" in criteria["items"][item_key]:
-            found.append((start, CheckupItemInput(item=item_key, value=number_text, unit=unit)))
+            found.append((start, CheckupItemInput(item=item_key, value=number_text, unit=unit,
+                                                  on_treatment=bool(treated))))
             continue
-        found.append((start, _numeric_item(item_key, number_text, unit, criteria)))
+        found.append((start, _numeric_item(item_key, number_text, unit, criteria, bool(treated))))
+    reading.unread_ja.extend(_stray_mentions(norm, taken, criteria))
     reading.items = [item for _, item in sorted(found, key=lambda pair: pair[0])]
     return reading
 
@@ -475,11 +503,36 @@ def _glued_inside_alias(norm: str, start: int) -> bool:
     return False
 
 
-def _numeric_item(key: str, number_text: str, unit: str | None, criteria: dict[str, Any]) -> CheckupItemInput:
+def _numeric_item(key: str, number_text: str, unit: str | None, criteria: dict[str, Any],
+                  on_treatment: bool = False) -> CheckupItemInput:
     spec = criteria["items"][key]
     assumed = unit is None and bool(spec.get("assume_unit_in_text"))
     return CheckupItemInput(item=key, value=float(number_text), unit=spec["unit"] if assumed else unit,
-                            unit_assumed=assumed)
+                            unit_assumed=assumed, on_treatment=on_treatment)
+
+
+def _stray_mentions(norm: str, taken: list[tuple[int, int]], criteria: dict[str, Any]) -> list[str]:
+    """Item names followed by a non-number ('空腹時血糖 NaN', 'LDL 不明') and 治療中 tied to no value."""
+    def free(start: int, end: int) -> bool:
+        return not any(s < end and start < e for s, e in taken)
+
+    names = sorted({unicodedata.normalize("NFKC", a) for s in criteria["items"].values()
+                    for a in [*s["aliases"], s["name_ja"]]}, key=len, reverse=True)
+    seen: list[tuple[int, int]] = []
+    unread = []
+    for name in names:
+        edge = r"(?<![A-Za-z0-9])" if name[:1].isascii() else ""
+        tail = r"(?![A-Za-z0-9])" if name[-1:].isascii() else ""
+        for m in re.finditer(edge + re.escape(name) + tail + _NON_NUMBER_VALUE, norm, flags=re.IGNORECASE):
+            span = (m.start(), m.start() + len(name))
+            if free(*span) and not any(s < span[1] and span[0] < e for s, e in seen):
+                seen.append(span)
+                unread.append(f"{norm[span[0]:span[1]]}（値「{m.group(1)}」を数値として読み取れません）")
+    for m in re.finditer(_TREATMENT_WORDS, norm):
+        if free(*m.span()):
+            unread.append(f"{m.group(0)}（どの項目の治療か読み取れません）")
+            break
+    return unread
 
 
 def sexes_in_text(text: str) -> set[Literal["M", "F"]]:
