@@ -339,7 +339,7 @@ _HARD_DELIMITERS = "、,。?!;\n「」『』"
 _NUMBER_RE = re.compile(r"(?<![0-9.])([-−]?)([0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?|[0-9]+(?:\.[0-9]+)?)")
 _UNIT_RE = re.compile(r"\s*([%A-Za-zµμ][A-Za-z0-9µμ%/.²分]*)")
 _PAIR_RE = re.compile(r"\s*/\s*([0-9]+(?:\.[0-9]+)?)")
-_QUAL_RE = re.compile(r"\s*(?:は|が|:|=)?\s*[(]?(2\+|3\+|4\+|\+\+\+|\+\+|±|\+-|-|\+|陰性|陽性)[)]?")
+_QUAL_RE = re.compile(r"\s*(?:は|が|:|=)?\s*[(]?(1\+|2\+|3\+|4\+|\+\+\+|\+\+|±|\+/-|\+-|-|\+|陰性|陽性)[)]?")
 # a number followed by one of these counts something (age, visits, dates); it is not a checkup value
 _COUNTERS = ("歳", "才", "年", "か月", "ヶ月", "カ月", "ケ月", "月", "日", "回", "時間", "時", "分", "秒", "週",
              "人", "番", "度目", "代", "型", "件", "枚", "錠", "種類", "項目")
@@ -347,7 +347,9 @@ _TREATMENT_WORDS = r"治療中|服薬中|内服中|投薬中"
 _TREATMENT_AFTER_RE = re.compile(r"\s*[(]?\s*(?:" + _TREATMENT_WORDS + r")\s*[)]?")
 # what follows an item name when a value was meant but is not a number
 _NON_NUMBER_VALUE = (r"\s*(?:は|が|:|=)?\s*(nan|[-−+]?inf(?:inity)?|不明|未測定|測定不能|欠測|検出せず|未検査|"
-                     r"[-−]{2,}|[A-Za-z][A-Za-z0-9]*)")
+                     r"高値|低値|高め|低め|正常|異常|基準値?内|弱陽性|陽性|陰性|[-−]{2,}|[A-Za-z][A-Za-z0-9]*)")
+# after a qualitative item's name, anything but a particle or a delimiter was meant as its value
+_NON_QUAL_VALUE = r"\s*(?:は|が|:|=)?\s*([^\s\u3041-\u3096、,。?？!！;]+)"
 _FILLERS = ("は", "が", "も", "を", ":", "=", "の値", "値")
 _LABEL_EDGES = " \t:=()[]・/-−"
 
@@ -518,16 +520,19 @@ def _stray_mentions(norm: str, taken: list[tuple[int, int]], criteria: dict[str,
 
     names = sorted({unicodedata.normalize("NFKC", a) for s in criteria["items"].values()
                     for a in [*s["aliases"], s["name_ja"]]}, key=len, reverse=True)
+    qualitative = {unicodedata.normalize("NFKC", a) for s in criteria["items"].values() if "categorical" in s
+                   for a in [*s["aliases"], s["name_ja"]]}
     seen: list[tuple[int, int]] = []
     unread = []
     for name in names:
         edge = r"(?<![A-Za-z0-9])" if name[:1].isascii() else ""
         tail = r"(?![A-Za-z0-9])" if name[-1:].isascii() else ""
-        for m in re.finditer(edge + re.escape(name) + tail + _NON_NUMBER_VALUE, norm, flags=re.IGNORECASE):
+        value_re = _NON_QUAL_VALUE if name in qualitative else _NON_NUMBER_VALUE
+        for m in re.finditer(edge + re.escape(name) + tail + value_re, norm, flags=re.IGNORECASE):
             span = (m.start(), m.start() + len(name))
             if free(*span) and not any(s < span[1] and span[0] < e for s, e in seen):
                 seen.append(span)
-                unread.append(f"{norm[span[0]:span[1]]}（値「{m.group(1)}」を数値として読み取れません）")
+                unread.append(f"{norm[span[0]:span[1]]}（値「{m.group(1)}」を読み取れません）")
     for m in re.finditer(_TREATMENT_WORDS, norm):
         if free(*m.span()):
             unread.append(f"{m.group(0)}（どの項目の治療か読み取れません）")
