@@ -268,3 +268,28 @@ def test_the_readme_acceptance_question_still_gives_d_d_and_overall_d(tool: Judg
     assert [(j["item"], j["grade"]) for j in out["items"]] == [("hba1c", "D"), ("fpg", "D")]
     assert out["overall_grade"] == "D" and out["unread_ja"] == [] and out["overall_withheld_reason_ja"] is None
     assert "総合判定 D" in result.summary_ja
+
+
+@pytest.mark.parametrize(("value", "reason"), [("nan", "有限の数値ではありません"), ("inf", "有限の数値ではありません"),
+                                               (-5, "負の値"), ("六・八", "数値ではありません")])
+def test_impossible_values_from_a_planner_are_refused_by_name(tool: JudgeCheckup, value: float | str,
+                                                              reason: str) -> None:
+    # an LLM planner builds items itself; 'nan' parses as a float and must not fall through the range checks
+    result = tool({"items": [{"item": "hba1c", "value": value, "unit": "%"},
+                             {"item": "ldl", "value": 100, "unit": "mg/dL"}]})
+    assert result.output is not None
+    hba1c, ldl = result.output["items"]
+    assert hba1c["grade"] is None and reason in hba1c["error_ja"]
+    assert ldl["grade"] == "A" and result.output["overall_grade"] is None
+
+
+def test_all_items_on_treatment_give_e_and_no_withholding(tool: JudgeCheckup) -> None:
+    result = tool({"items": [{"item": "hba1c", "value": 7.5, "unit": "%", "on_treatment": True}]})
+    assert result.output is not None
+    assert result.output["overall_grade"] == "E" and result.output["overall_withheld_reason_ja"] is None
+
+
+def test_a_question_naming_both_sexes_uses_neither(tool: JudgeCheckup) -> None:
+    _, out = _ask(tool, "男性と女性で腹囲 88 cm の判定は違いますか？HbA1c 5.0%")
+    assert out["items"][0]["item"] == "waist" and out["items"][0]["grade"] is None
+    assert out["sex_used"] is None and out["overall_grade"] is None
