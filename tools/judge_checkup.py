@@ -351,7 +351,7 @@ _NON_NUMBER_VALUE = (r"\s*(?:は|が|:|=)?\s*(nan|[-−+]?inf(?:inity)?|不明|�
 # after a qualitative item's name, anything but a particle or a delimiter was meant as its value
 _NON_QUAL_VALUE = r"\s*(?:は|が|:|=)?\s*([^\s\u3041-\u3096、,。?？!！;]+)"
 _FILLERS = ("は", "が", "も", "を", ":", "=", "の値", "値")
-_LABEL_EDGES = " \t:=()[]・/-−"
+_LABEL_EDGES = " \t:=[]・/-−"
 
 
 def _label_key(text: str) -> str:
@@ -420,7 +420,8 @@ def read_checkup_text(text: str) -> CheckupReading:
 
     def label_before(start: int) -> str:
         begin = max([cursor, *(norm.rfind(d, 0, start) + 1 for d in _HARD_DELIMITERS)])
-        return norm[begin:start].strip(_LABEL_EDGES + "".join(_FILLERS[:4])).lstrip("(").rstrip("(")
+        # a closing parenthesis ends names such as AST(GOT) and HbA1c(NGSP), so only an opening one is cut there
+        return norm[begin:start].strip(_LABEL_EDGES + "".join(_FILLERS[:4])).lstrip("()").rstrip("(")
 
     for key, spec in criteria["items"].items():
         if "categorical" not in spec:
