@@ -11,10 +11,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from dokuei.tools.base import ToolStatus
+from dokuei.tools.base import ToolResult, ToolStatus
+from dokuei.tools.context import PatientContext, ToolContext
 from dokuei.tools.judge_checkup import JudgeCheckup, parse_checkup_text
 
 # (item, value, unit, sex, expected grade) — each pair sits on the two sides of a band edge
@@ -116,19 +118,25 @@ def test_bad_item_gets_its_own_error_and_the_rest_is_judged(tool: JudgeCheckup) 
     items = result.output["items"]
     assert items[0]["grade"] == "D"
     assert [i["grade"] for i in items[1:]] == [None, None, None, None]
-    assert "単位「kg」" in items[1]["error_ja"]
+    assert "単位「kg」は 空腹時血糖 の単位として使えません" in items[1]["error_ja"]
     assert "単位が指定されていません" in items[2]["error_ja"]
     assert "ありえない" in items[3]["error_ja"]
     assert "判定区分表にない" in items[4]["error_ja"]
     assert result.output["n_judged"] == 1 and result.output["n_errors"] == 4
+    # four items refused: the D of HbA1c is shown, but no overall grade pretends to cover the rest
+    assert result.output["overall_grade"] is None and result.output["worst_judged_grade"] == "D"
+    assert "総合判定は保留" in result.summary_ja and "総合判定 D" not in result.summary_ja
 
 
 def test_sex_dependent_item_without_sex_is_an_item_error(tool: JudgeCheckup) -> None:
     result = tool({"items": [{"item": "hemoglobin", "value": 13.0, "unit": "g/dL"},
                              {"item": "hba1c", "value": 5.0, "unit": "%"}]})
     assert result.output is not None
-    assert result.output["items"][0]["error_ja"] == "血色素量 の判定には性別が必要です。"
-    assert result.output["overall_grade"] == "A"
+    assert "性別が不明なため判定できません" in result.output["items"][0]["error_ja"]
+    # the one judged item is A, but an overall A would hide the unjudged 血色素量: withheld
+    assert result.output["items"][1]["grade"] == "A"
+    assert result.output["overall_grade"] is None and result.output["sex_used"] is None
+    assert "総合判定は保留" in result.summary_ja and "血色素量" in result.output["overall_withheld_reason_ja"]
 
 
 def test_on_treatment_is_e_and_does_not_raise_the_overall_grade(tool: JudgeCheckup) -> None:
@@ -177,6 +185,111 @@ def test_cli_tools_run_prints_a_tool_result(tmp_path: Path) -> None:
     result = json.loads(proc.stdout)
     assert result["status"] == "ok"
     assert result["output"]["items"][0]["grade"] == "D"
-    assert result["output"]["items"][1]["error_ja"].startswith("空腹時血糖 の単位「kg」")
+    assert result["output"]["items"][1]["error_ja"].startswith("単位「kg」は 空腹時血糖 の単位として使えません")
+    assert result["output"]["overall_grade"] is None
     assert {"status", "output", "summary_ja", "citations", "provenance"} <= set(result)
     assert result["provenance"]["tool"] == "judge_checkup" and len(result["provenance"]["input_sha256"]) == 64
+
+
+def _ask(tool: JudgeCheckup, question: str, sex: str | None = None) -> tuple[ToolResult, dict[str, Any]]:
+    """Run the tool on what input_from_context reads from a question, as the deterministic agent does."""
+    inp = tool.input_from_context(ToolContext(question=question, patient=PatientContext(sex=sex)))
+    assert inp is not None, question
+    result = tool(inp.model_dump())
+    return result, (result.output or {})
+
+
+def test_ldl_written_with_a_space_is_judged_and_raises_the_overall_grade(tool: JudgeCheckup) -> None:
+    # Issue #9 repro: 「LDL コレステロール」 with a space used to match nothing, so only HbA1c 5.0 % (A) was
+    # judged and the answer said 総合判定 A. LDL 180 mg/dL is on the D edge (≥ 180) of the table.
+    result, out = _ask(tool, "LDL コレステロール 180 mg/dL、HbA1c 5.0% は要受診ですか？")
+    assert {j["item"]: j["grade"] for j in out["items"]} == {"ldl": "D", "hba1c": "A"}
+    assert out["overall_grade"] == "D" and out["unread_ja"] == []
+    assert "LDLコレステロール 180 mg/dL: D 判定" in result.summary_ja
+
+
+@pytest.mark.parametrize("spelling", ["γ GTP", "γ-GTP", "γGTP", "ガンマGTP", "ガンマ GTP", "γ－ＧＴＰ", "GGT"])
+def test_every_spelling_of_gamma_gtp_is_read(tool: JudgeCheckup, spelling: str) -> None:
+    # 250 U/L is above the D edge (≥ 101 U/L)
+    _, out = _ask(tool, f"{spelling} 250 は？")
+    assert [(j["item"], j["value_canonical"], j["grade"]) for j in out["items"]] == [("ggt", 250, "D")]
+    assert out["overall_grade"] == "D"
+
+
+def test_a_written_wrong_unit_is_an_error_not_a_missing_unit(tool: JudgeCheckup) -> None:
+    # 「HbA1c 6.8 kg」 used to be judged as 6.8 % 「単位の記載がないため」; kg is written, and wrong
+    result, out = _ask(tool, "HbA1c 6.8 kg、LDL 100 mg/dL")
+    hba1c = out["items"][0]
+    assert hba1c["grade"] is None and hba1c["unit_given"] == "kg" and not hba1c["unit_assumed"]
+    assert "単位「kg」は HbA1c の単位として使えません" in hba1c["error_ja"]
+    assert out["items"][1]["grade"] == "A"  # LDL 100 mg/dL lies in A (60–119)
+    assert out["overall_grade"] is None and "HbA1c" in out["overall_withheld_reason_ja"]
+    assert "単位の記載がない" not in result.summary_ja
+
+
+def test_a_negative_value_is_refused_and_named(tool: JudgeCheckup) -> None:
+    result = tool(tool.input_from_context(ToolContext(question="空腹時血糖 -5")).model_dump())  # type: ignore[union-attr]
+    assert result.status is ToolStatus.FAILED
+    assert "空腹時血糖" in result.summary_ja and "負の値" in result.summary_ja
+
+
+def test_an_unknown_label_next_to_a_number_is_listed_and_withholds_the_overall_grade(tool: JudgeCheckup) -> None:
+    result, out = _ask(tool, "HbA1c 5.0%、フェリチン 30 ng/mL は？")
+    assert out["items"][0]["grade"] == "A"
+    assert out["unread_ja"] == ["フェリチン 30 ng/mL"] and out["n_unread"] == 1
+    assert out["overall_grade"] is None and out["worst_judged_grade"] == "A"
+    assert "読み取れなかった項目: フェリチン 30 ng/mL" in result.summary_ja
+    assert "総合判定は保留" in result.summary_ja and "総合判定 A" not in result.summary_ja
+
+
+def test_sex_from_the_question_is_used_and_named(tool: JudgeCheckup) -> None:
+    # 腹囲 88 cm: A for women (< 90), C for men (≥ 85); 血色素量 12.5 g/dL: A for women (12.1–14.5), C for men
+    result, out = _ask(tool, "60歳女性、腹囲 88 cm、血色素量 12.5 g/dL の判定は？")
+    assert [j["grade"] for j in out["items"]] == ["A", "A"] and out["overall_grade"] == "A"
+    assert out["sex_used"] == "F" and "女性の基準で判定" in result.summary_ja
+    _, male = _ask(tool, "60歳男性、腹囲 88 cm、血色素量 12.5 g/dL の判定は？")
+    assert [j["grade"] for j in male["items"]] == ["C", "C"] and male["sex_used"] == "M"
+
+
+def test_unknown_sex_is_never_defaulted(tool: JudgeCheckup) -> None:
+    result, out = _ask(tool, "腹囲 88 cm、HbA1c 5.0%")
+    assert out["items"][0]["grade"] is None and "性別が不明なため判定できません" in out["items"][0]["error_ja"]
+    assert out["overall_grade"] is None and "男性の基準" not in result.summary_ja
+
+
+def test_patient_sex_contradicting_the_question_refuses_sex_dependent_items(tool: JudgeCheckup) -> None:
+    _, out = _ask(tool, "60歳女性、血色素量 12.5 g/dL、HbA1c 5.0%", sex="M")
+    assert out["items"][0]["grade"] is None and out["overall_grade"] is None
+    assert any("性別" in u for u in out["unread_ja"])
+
+
+def test_the_readme_acceptance_question_still_gives_d_d_and_overall_d(tool: JudgeCheckup) -> None:
+    result, out = _ask(tool, "55歳男性、HbA1c 6.8%、空腹時血糖 130 mg/dL は要受診ですか？")
+    assert [(j["item"], j["grade"]) for j in out["items"]] == [("hba1c", "D"), ("fpg", "D")]
+    assert out["overall_grade"] == "D" and out["unread_ja"] == [] and out["overall_withheld_reason_ja"] is None
+    assert "総合判定 D" in result.summary_ja
+
+
+@pytest.mark.parametrize(("value", "reason"), [("nan", "有限の数値ではありません"), ("inf", "有限の数値ではありません"),
+                                               (-5, "負の値"), ("六・八", "数値ではありません")])
+def test_impossible_values_from_a_planner_are_refused_by_name(tool: JudgeCheckup, value: float | str,
+                                                              reason: str) -> None:
+    # an LLM planner builds items itself; 'nan' parses as a float and must not fall through the range checks
+    result = tool({"items": [{"item": "hba1c", "value": value, "unit": "%"},
+                             {"item": "ldl", "value": 100, "unit": "mg/dL"}]})
+    assert result.output is not None
+    hba1c, ldl = result.output["items"]
+    assert hba1c["grade"] is None and reason in hba1c["error_ja"]
+    assert ldl["grade"] == "A" and result.output["overall_grade"] is None
+
+
+def test_all_items_on_treatment_give_e_and_no_withholding(tool: JudgeCheckup) -> None:
+    result = tool({"items": [{"item": "hba1c", "value": 7.5, "unit": "%", "on_treatment": True}]})
+    assert result.output is not None
+    assert result.output["overall_grade"] == "E" and result.output["overall_withheld_reason_ja"] is None
+
+
+def test_a_question_naming_both_sexes_uses_neither(tool: JudgeCheckup) -> None:
+    _, out = _ask(tool, "男性と女性で腹囲 88 cm の判定は違いますか？HbA1c 5.0%")
+    assert out["items"][0]["item"] == "waist" and out["items"][0]["grade"] is None
+    assert out["sex_used"] is None and out["overall_grade"] is None
