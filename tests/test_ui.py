@@ -138,3 +138,18 @@ def test_form_fields_empty_means_unknown_not_zero() -> None:
     assert _form_patient("７２", "女性", "158 cm", "52.5") == {"age_years": 72, "sex": "F", "height_cm": 158.0,
                                                             "weight_kg": 52.5}
     assert _form_patient("abc", "不明", None, "") == {}
+
+
+def test_a_dropped_study_or_fact_moves_the_turn_to_a_fresh_server_thread() -> None:
+    """The agent's session memory only adds attachments: after a study was asked about and then removed,
+    reusing the thread would measure it again (issue #10). Adding a study keeps the conversation."""
+    from dokuei.ui.app import _thread_for, new_session_state
+
+    state = new_session_state()
+    first = _thread_for(state, ["/u/s/a/series-1"], {"sex": "F"})
+    assert first == state["id"]
+    assert _thread_for(state, ["/u/s/a/series-1", "/u/s/b/series-1"], {"sex": "F", "age_years": 60}) == first
+    replaced = _thread_for(state, ["/u/s/b/series-1"], {"sex": "F", "age_years": 60})
+    assert replaced != first
+    # a fact that became unknown (a conflict) must not survive in memory either
+    assert _thread_for(state, ["/u/s/b/series-1"], {"age_years": 60}) not in (first, replaced)
