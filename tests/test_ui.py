@@ -153,3 +153,31 @@ def test_a_dropped_study_or_fact_moves_the_turn_to_a_fresh_server_thread() -> No
     assert replaced != first
     # a fact that became unknown (a conflict) must not survive in memory either
     assert _thread_for(state, ["/u/s/b/series-1"], {"age_years": 60}) not in (first, replaced)
+
+
+def test_viewer_opens_a_nifti_study_with_its_masks_as_one_overlay(tmp_path: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    from dokuei.studies import ingest_upload
+    from dokuei.ui.viewer import load_for_viewing, render_axial
+
+    ct = np.full((8, 8, 4), -1000, dtype=np.int16)
+    ct[2:6, 2:6, :] = 50  # a soft-tissue block
+    liver = np.zeros(ct.shape, dtype=np.uint8)
+    liver[2:4, 2:6, :] = 1
+    src = tmp_path / "src"
+    (src / "segmentations").mkdir(parents=True)
+    nib.save(nib.Nifti1Image(ct, np.diag([0.8, 0.8, 2.5, 1.0])), src / "ct.nii.gz")
+    nib.save(nib.Nifti1Image(liver, np.diag([0.8, 0.8, 2.5, 1.0])), src / "segmentations" / "liver.nii.gz")
+    study = ingest_upload([(src / "ct.nii.gz", "case/ct.nii.gz"),
+                           (src / "segmentations" / "liver.nii.gz", "case/segmentations/liver.nii.gz")],
+                          tmp_path / "up", remove_sources=False)
+    assert study.ct_folder is not None
+    loaded = load_for_viewing(study.ct_folder)
+    assert loaded.label_names == ["liver"]
+    assert loaded.labels is not None and int(loaded.labels.sum()) == 2 * 4 * 4  # 8 voxels per slice × 4 slices
+    image = render_axial(loaded.hu, 2, "腹部", loaded.labels)
+    assert image.shape[:2] == (8, 8)
+    tinted = (image[..., 0] != image[..., 1]).sum()
+    assert tinted == 8  # exactly the liver voxels of that slice carry colour
