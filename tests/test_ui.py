@@ -181,3 +181,21 @@ def test_viewer_opens_a_nifti_study_with_its_masks_as_one_overlay(tmp_path: Path
     assert image.shape[:2] == (8, 8)
     tinted = (image[..., 0] != image[..., 1]).sum()
     assert tinted == 8  # exactly the liver voxels of that slice carry colour
+
+
+def test_progress_rows_show_planned_tools_running_and_finished_ones_done() -> None:
+    """While a turn runs the table is read from the graph's checkpoint: planned → 実行中, results → 完了/失敗."""
+    from types import SimpleNamespace
+
+    from dokuei.tools.base import ToolStatus
+    from dokuei.ui.app import _progress_rows
+
+    done = SimpleNamespace(tool="judge_checkup", status=ToolStatus.OK, provenance=SimpleNamespace(runtime_s=0.123))
+    snapshot = SimpleNamespace(config={"configurable": {"checkpoint_id": "c2"}},
+                               values={"plan": [{"name": "judge_checkup"}, {"name": "analyze_ecg"}],
+                                       "results": [done]})
+    agent = SimpleNamespace(graph=SimpleNamespace(get_state=lambda config: snapshot))
+    assert _progress_rows(agent, "t", before="c1") == [["analyze_ecg", "実行中", "", ""],
+                                                       ["judge_checkup", "完了", 0.12, ""]]
+    # the checkpoint of the previous turn is not this turn's progress
+    assert _progress_rows(agent, "t", before="c2") == [["（計画中）", "待機中", "", ""]]
