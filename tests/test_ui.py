@@ -132,12 +132,13 @@ def test_axial_render_puts_anterior_up_and_colours_only_the_mask() -> None:
 
 
 def test_form_fields_empty_means_unknown_not_zero() -> None:
-    from dokuei.ui.app import _form_patient
+    from dokuei.ui.app import _form_patient, _form_problems
 
     assert _form_patient("", None, "", "") == {}  # gr.Number showed 0 here, which is not 'unknown'
     assert _form_patient("７２", "女性", "158 cm", "52.5") == {"age_years": 72, "sex": "F", "height_cm": 158.0,
                                                             "weight_kg": 52.5}
     assert _form_patient("abc", "不明", None, "") == {}
+    assert _form_problems("abc", "", "60") == ["入力欄の年齢「abc」は数値として読めないため使いませんでした"]
 
 
 def test_a_dropped_study_or_fact_moves_the_turn_to_a_fresh_server_thread() -> None:

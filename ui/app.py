@@ -67,6 +67,13 @@ def _form_patient(age: Any, sex: str | None, height: Any, weight: Any) -> dict[s
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _form_problems(age: Any, height: Any, weight: Any) -> list[str]:
+    """Form entries that are not numbers: named in the answer, not silently dropped."""
+    entries = (("年齢", age), ("身長", height), ("体重", weight))
+    return [f"入力欄の{label}「{raw}」は数値として読めないため使いませんでした"
+            for label, raw in entries if str(raw or "").strip() and _number(raw) is None]
+
+
 def new_session_state() -> dict[str, Any]:
     session_id = uuid.uuid4().hex
     return {"id": session_id, "thread": session_id, "generation": 0, "studies": [],
@@ -255,7 +262,7 @@ def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
             answer = f"エラーが発生しました（{type(exc).__name__}）。入力を確認してください。詳細はログにあります。"
             yield ([*history, {"role": "assistant", "content": answer}], state, gr.update(), "", [], "", [], *unlocked)
             return
-        answer = present.answer_markdown(turn, resolution.conflict_message_ja(), [])
+        answer = present.answer_markdown(turn, resolution.conflict_message_ja(), _form_problems(age, height, weight))
         yield ([*history, {"role": "assistant", "content": answer}], state, resolution.banner_markdown(),
                present.sources_markdown(turn.citations), present.trace_rows(turn), present.raw_trace_json(turn),
                present.gallery_items(turn), *unlocked)
