@@ -32,6 +32,8 @@ STUDY_FILE = ".dokuei-study.json"
 MAX_ZIP_MEMBERS = 5000
 MAX_UNPACKED_BYTES = 8 * 1024**3
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: modalities whose series is one volume (read as a folder); anything else is passed file by file
+_VOLUME_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
 
 
 class UploadError(ValueError):
@@ -84,7 +86,12 @@ class Study:
 
     def attachments(self) -> list[Path]:
         """What the agent is given for this study: one folder per series, the NIfTI study folder, loose files."""
-        paths: list[Path] = [s.folder for s in self.series]
+        paths: list[Path] = []
+        for series in self.series:  # an image series is read as a folder; an ECG or a radiograph file by file
+            if series.modality in _VOLUME_MODALITIES:
+                paths.append(series.folder)
+            else:
+                paths += sorted(p for p in series.folder.iterdir() if p.is_file() and p.name != STUDY_FILE)
         if self.nifti_study is not None:
             paths.append(self.nifti_study)
         inside = self.nifti_study

@@ -162,3 +162,10 @@ def test_retention_removes_old_session_folders_only(tmp_path: Path) -> None:
     os.utime(old, (0, 0))
     assert purge_expired(tmp_path, retention_hours=24) == [old]
     assert new.exists() and not old.exists()
+
+
+def test_an_ecg_series_is_handed_over_as_its_file_not_its_folder(tmp_path: Path) -> None:
+    # analyze_ecg reads a file; a CT series is read as a folder (found in the browser test)
+    ecg = _dicom(tmp_path / "wave.dcm", "7.7", 1, modality="ECG")
+    study = ingest_upload([(ecg, "wave.dcm")], tmp_path / "up")
+    assert study.attachments() == [study.series[0].folder / "wave.dcm"]

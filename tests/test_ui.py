@@ -132,9 +132,71 @@ def test_axial_render_puts_anterior_up_and_colours_only_the_mask() -> None:
 
 
 def test_form_fields_empty_means_unknown_not_zero() -> None:
-    from dokuei.ui.app import _form_patient
+    from dokuei.ui.app import _form_patient, _form_problems
 
     assert _form_patient("", None, "", "") == {}  # gr.Number showed 0 here, which is not 'unknown'
     assert _form_patient("７２", "女性", "158 cm", "52.5") == {"age_years": 72, "sex": "F", "height_cm": 158.0,
                                                             "weight_kg": 52.5}
     assert _form_patient("abc", "不明", None, "") == {}
+    assert _form_problems("abc", "", "60") == ["入力欄の年齢「abc」は数値として読めないため使いませんでした"]
+
+
+def test_a_dropped_study_or_fact_moves_the_turn_to_a_fresh_server_thread() -> None:
+    """The agent's session memory only adds attachments: after a study was asked about and then removed,
+    reusing the thread would measure it again (issue #10). Adding a study keeps the conversation."""
+    from dokuei.ui.app import _thread_for, new_session_state
+
+    state = new_session_state()
+    first = _thread_for(state, ["/u/s/a/series-1"], {"sex": "F"})
+    assert first == state["id"]
+    assert _thread_for(state, ["/u/s/a/series-1", "/u/s/b/series-1"], {"sex": "F", "age_years": 60}) == first
+    replaced = _thread_for(state, ["/u/s/b/series-1"], {"sex": "F", "age_years": 60})
+    assert replaced != first
+    # a fact that became unknown (a conflict) must not survive in memory either
+    assert _thread_for(state, ["/u/s/b/series-1"], {"age_years": 60}) not in (first, replaced)
+
+
+def test_viewer_opens_a_nifti_study_with_its_masks_as_one_overlay(tmp_path: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    from dokuei.studies import ingest_upload
+    from dokuei.ui.viewer import load_for_viewing, render_axial
+
+    ct = np.full((8, 8, 4), -1000, dtype=np.int16)
+    ct[2:6, 2:6, :] = 50  # a soft-tissue block
+    liver = np.zeros(ct.shape, dtype=np.uint8)
+    liver[2:4, 2:6, :] = 1
+    src = tmp_path / "src"
+    (src / "segmentations").mkdir(parents=True)
+    nib.save(nib.Nifti1Image(ct, np.diag([0.8, 0.8, 2.5, 1.0])), src / "ct.nii.gz")
+    nib.save(nib.Nifti1Image(liver, np.diag([0.8, 0.8, 2.5, 1.0])), src / "segmentations" / "liver.nii.gz")
+    study = ingest_upload([(src / "ct.nii.gz", "case/ct.nii.gz"),
+                           (src / "segmentations" / "liver.nii.gz", "case/segmentations/liver.nii.gz")],
+                          tmp_path / "up", remove_sources=False)
+    assert study.ct_folder is not None
+    loaded = load_for_viewing(study.ct_folder)
+    assert loaded.label_names == ["liver"]
+    assert loaded.labels is not None and int(loaded.labels.sum()) == 2 * 4 * 4  # 8 voxels per slice × 4 slices
+    image = render_axial(loaded.hu, 2, "腹部", loaded.labels)
+    assert image.shape[:2] == (8, 8)
+    tinted = (image[..., 0] != image[..., 1]).sum()
+    assert tinted == 8  # exactly the liver voxels of that slice carry colour
+
+
+def test_progress_rows_show_planned_tools_running_and_finished_ones_done() -> None:
+    """While a turn runs the table is read from the graph's checkpoint: planned → 実行中, results → 完了/失敗."""
+    from types import SimpleNamespace
+
+    from dokuei.tools.base import ToolStatus
+    from dokuei.ui.app import _progress_rows
+
+    done = SimpleNamespace(tool="judge_checkup", status=ToolStatus.OK, provenance=SimpleNamespace(runtime_s=0.123))
+    snapshot = SimpleNamespace(config={"configurable": {"checkpoint_id": "c2"}},
+                               values={"plan": [{"name": "judge_checkup"}, {"name": "analyze_ecg"}],
+                                       "results": [done]})
+    agent = SimpleNamespace(graph=SimpleNamespace(get_state=lambda config: snapshot))
+    assert _progress_rows(agent, "t", before="c1") == [["analyze_ecg", "実行中", "", ""],
+                                                       ["judge_checkup", "完了", 0.12, ""]]
+    # the checkpoint of the previous turn is not this turn's progress
+    assert _progress_rows(agent, "t", before="c2") == [["（計画中）", "待機中", "", ""]]

@@ -67,6 +67,13 @@ def _form_patient(age: Any, sex: str | None, height: Any, weight: Any) -> dict[s
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _form_problems(age: Any, height: Any, weight: Any) -> list[str]:
+    """Form entries that are not numbers: named in the answer, not silently dropped."""
+    entries = (("年齢", age), ("身長", height), ("体重", weight))
+    return [f"入力欄の{label}「{raw}」は数値として読めないため使いませんでした"
+            for label, raw in entries if str(raw or "").strip() and _number(raw) is None]
+
+
 def new_session_state() -> dict[str, Any]:
     session_id = uuid.uuid4().hex
     return {"id": session_id, "thread": session_id, "generation": 0, "studies": [],
@@ -255,7 +262,7 @@ def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
             answer = f"エラーが発生しました（{type(exc).__name__}）。入力を確認してください。詳細はログにあります。"
             yield ([*history, {"role": "assistant", "content": answer}], state, gr.update(), "", [], "", [], *unlocked)
             return
-        answer = present.answer_markdown(turn, resolution.conflict_message_ja(), [])
+        answer = present.answer_markdown(turn, resolution.conflict_message_ja(), _form_problems(age, height, weight))
         yield ([*history, {"role": "assistant", "content": answer}], state, resolution.banner_markdown(),
                present.sources_markdown(turn.citations), present.trace_rows(turn), present.raw_trace_json(turn),
                present.gallery_items(turn), *unlocked)
@@ -282,53 +289,55 @@ def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
         state = gr.State(new_session_state, time_to_live=retention_h * 3600,
                          delete_callback=lambda s: st.remove_session(settings.home, s["id"]) if s else None)
         patient_banner = gr.Markdown(resolve_patient("", {}).banner_markdown(), elem_id="patient-banner")
-        with gr.Tab("診療"), gr.Row():
-            with gr.Column(scale=3):
-                chat = gr.Chatbot(label="対話", height=480, buttons=["copy"], feedback_options=None,
-                                  elem_id="chat")
-                question = gr.Textbox(label="質問", placeholder=EXAMPLES[0], lines=2, elem_id="question")
-                with gr.Row():
-                    send = gr.Button("送信", variant="primary", elem_id="send")
-                    stop = gr.Button("停止", variant="stop", elem_id="stop")
-                    clear = gr.Button("新しいセッション", elem_id="new-session")
-                gr.Examples(EXAMPLES, inputs=question, label="質問の例")
-                with gr.Row():
-                    age = gr.Textbox(label="年齢", placeholder="不明", elem_id="age")
-                    sex = gr.Dropdown(SEX_CHOICES, label="性別", value=None, elem_id="sex")
-                    height = gr.Textbox(label="身長 (cm)", placeholder="不明", elem_id="height")
-                    weight = gr.Textbox(label="体重 (kg)", placeholder="不明", elem_id="weight")
-            with gr.Column(scale=2):
-                with gr.Row():
-                    files = gr.File(label="ファイルを追加（複数可・zip 可）", file_count="multiple",
-                                    type="filepath",
-                                    elem_id="upload-files")
-                    folder = gr.File(label="フォルダを追加（DICOM フォルダ）", file_count="directory",
-                                     type="filepath", elem_id="upload-folder")
-                upload_note = gr.Markdown("", elem_id="upload-note")
-                study_table = gr.Dataframe(headers=present.STUDY_HEADERS, value=[], label="この患者の検査",
-                                           interactive=False, elem_id="studies")
-                with gr.Row():
-                    remove_pick = gr.Dropdown([], label="削除する検査", value=None, elem_id="remove-pick")
-                    remove = gr.Button("削除", elem_id="remove-study")
-                with gr.Row():
-                    role_pick = gr.Dropdown([], label="役割を変える検査", value=None)
-                    role = gr.Dropdown(ROLE_CHOICES, label="役割", value=None)
-                    set_role = gr.Button("役割を設定")
-                gallery = gr.Gallery(label="画像（オーバーレイ・波形）", height=420, object_fit="contain",
-                                     columns=1, buttons=["download", "fullscreen"], elem_id="gallery")
-                sources = gr.Markdown(label="出典")
-                trace = gr.Dataframe(headers=present.TRACE_HEADERS, value=[], label="ツールの実行状況",
-                                     interactive=False, elem_id="trace")
-                with gr.Accordion("実行記録（JSON）", open=False):
-                    raw = gr.Code(language="json", label="tool_calls")
-                with gr.Accordion("CT ビューア", open=False):
-                    ct_pick = gr.Dropdown([], label="表示する CT", value=None, elem_id="ct-pick")
+        with gr.Tab("診療"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    chat = gr.Chatbot(label="対話", height=480, buttons=["copy"], feedback_options=None,
+                                      elem_id="chat")
+                    question = gr.Textbox(label="質問", placeholder=EXAMPLES[0], lines=2, elem_id="question")
                     with gr.Row():
-                        preset = gr.Radio(list(viewer.WINDOWS_HU), value="縦隔", label="ウィンドウ")
-                        overlay = gr.Checkbox(value=True, label="セグメンテーションを重ねる")
-                    slice_index = gr.Slider(0, 1, value=0, step=1, label="スライス", elem_id="ct-slice")
-                    ct_view = gr.Image(label="CT", height=512, interactive=False, elem_id="ct-view",
-                                       buttons=["fullscreen"])
+                        send = gr.Button("送信", variant="primary", elem_id="send")
+                        stop = gr.Button("停止", variant="stop", elem_id="stop")
+                        clear = gr.Button("新しいセッション", elem_id="new-session")
+                    gr.Examples(EXAMPLES, inputs=question, label="質問の例")
+                    with gr.Row():
+                        age = gr.Textbox(label="年齢", placeholder="不明", elem_id="age")
+                        sex = gr.Dropdown(SEX_CHOICES, label="性別", value=None, elem_id="sex")
+                        height = gr.Textbox(label="身長 (cm)", placeholder="不明", elem_id="height")
+                        weight = gr.Textbox(label="体重 (kg)", placeholder="不明", elem_id="weight")
+                with gr.Column(scale=2):
+                    with gr.Row():
+                        files = gr.File(label="ファイルを追加（複数可・zip 可）", file_count="multiple",
+                                        type="filepath",
+                                        elem_id="upload-files")
+                        folder = gr.File(label="フォルダを追加（DICOM フォルダ）", file_count="directory",
+                                         type="filepath", elem_id="upload-folder")
+                    upload_note = gr.Markdown("", elem_id="upload-note")
+                    study_table = gr.Dataframe(headers=present.STUDY_HEADERS, value=[], label="この患者の検査",
+                                               interactive=False, elem_id="studies")
+                    with gr.Row():
+                        remove_pick = gr.Dropdown([], label="削除する検査", value=None, elem_id="remove-pick")
+                        remove = gr.Button("削除", elem_id="remove-study")
+                    with gr.Row():
+                        role_pick = gr.Dropdown([], label="役割を変える検査", value=None)
+                        role = gr.Dropdown(ROLE_CHOICES, label="役割", value=None)
+                        set_role = gr.Button("役割を設定")
+                    sources = gr.Markdown(label="出典")
+                    trace = gr.Dataframe(headers=present.TRACE_HEADERS, value=[], label="ツールの実行状況",
+                                         interactive=False, elem_id="trace")
+                    with gr.Accordion("実行記録（JSON）", open=False):
+                        raw = gr.Code(language="json", label="tool_calls")
+                    with gr.Accordion("CT ビューア", open=False):
+                        ct_pick = gr.Dropdown([], label="表示する CT", value=None, elem_id="ct-pick")
+                        with gr.Row():
+                            preset = gr.Radio(list(viewer.WINDOWS_HU), value="縦隔", label="ウィンドウ")
+                            overlay = gr.Checkbox(value=True, label="セグメンテーションを重ねる")
+                        slice_index = gr.Slider(0, 1, value=0, step=1, label="スライス", elem_id="ct-slice")
+                        ct_view = gr.Image(label="CT", height=512, interactive=False, elem_id="ct-view",
+                                           buttons=["fullscreen"])
+            # full width under the chat: a 12-lead ECG stays readable and is never cropped (object-fit contain)
+            gallery = gr.Gallery(label="画像（オーバーレイ・波形）", height=640, object_fit="contain",
+                                 columns=1, buttons=["download", "fullscreen"], elem_id="gallery")
         with gr.Tab("管理者"):
             gr.Markdown("インストールと設定の状態（医師向けの画面には表示しません）。")
             doctor_button = gr.Button("診断を実行")

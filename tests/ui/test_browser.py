@@ -101,14 +101,14 @@ def page(browser: Any, served: tuple[str, RecordingAgent, Path], tmp_path: Path,
 
 def _ask(page: Any, question: str) -> str:
     page.locator("#question textarea").fill(question)
-    before = page.locator("#chat").inner_text()
     page.locator("#send").click()
-    # the turn is over when the chat changed, the pending line is gone and the input is unlocked again
+    # the turn runs while the pending line is shown; it is over when that line is gone and 送信 works again
+    page.locator("#chat").get_by_text("ツールを選んで実行しています").wait_for(timeout=30_000)
     page.wait_for_function(
-        "before => { const t = document.querySelector('#chat')?.innerText || '';"
+        "() => { const t = document.querySelector('#chat')?.innerText || '';"
         " const send = document.querySelector('#send');"
-        " return t !== before && !t.includes('ツールを選んで実行しています') && send && !send.disabled; }",
-        arg=before, timeout=TURN_TIMEOUT_MS)
+        " return !t.includes('ツールを選んで実行しています') && send && !send.disabled; }",
+        timeout=TURN_TIMEOUT_MS)
     return str(page.locator("#chat").inner_text())
 
 
@@ -152,7 +152,10 @@ def test_removed_ecg_is_never_used_and_the_new_plot_is_shown_uncropped(
     answer = _ask(page, "この心電図の所見は？")
     assert "エラー" not in answer
     used = agent.calls[-1]["attachments"]
-    assert len(used) == 1 and Path(used[0]).name == "second_ecg.dcm"  # only the study that is still listed
+    # only the study still listed (an ECG goes over as its file), and the removed one is gone from disk
+    assert len(used) == 1 and Path(used[0]).name == "second_ecg.dcm"
+    session_dir = Path(used[0]).parents[2]  # uploads/<session>/<study>/series-1/file
+    assert not any(session_dir.rglob("first_ecg.dcm"))
     image = page.locator("#gallery img").first
     image.wait_for(timeout=30_000)
     box = image.bounding_box()
@@ -172,6 +175,8 @@ def test_new_session_clears_chat_studies_patient_fields_and_memory(
     assert "取り込みました" in _upload(page, ecg)
     _ask(page, "55歳男性、HbA1c 6.8% は？")
     thread_before = agent.calls[-1]["session_id"]
+    old_session = thread_before.split("-")[0]
+    assert (home / "uploads" / old_session).is_dir()
     page.locator("#new-session").click()
     page.wait_for_function(
         "() => (document.querySelector('#upload-note')?.innerText || '').includes('新しいセッション')")
@@ -179,7 +184,7 @@ def test_new_session_clears_chat_studies_patient_fields_and_memory(
     assert page.locator("#age textarea, #age input").first.input_value() == ""
     assert "ecg" not in page.locator("#studies").inner_text()
     assert "年齢 不明（不明）" in page.locator("#patient-banner").inner_text()
-    assert not any((home / "uploads").glob("*/*/series-*"))  # the old session's files are deleted
+    assert not (home / "uploads" / old_session).exists()  # the old session's files are deleted
     _ask(page, "血色素量 12.5 g/dL の判定は？")
     call = agent.calls[-1]
     assert call["session_id"] != thread_before and call["attachments"] == [] and "age_years" not in call["patient"]
