@@ -14,11 +14,12 @@ class AgentState(TypedDict, total=False):
     # persisted across the turns of one session
     messages: Annotated[list[AnyMessage], add_messages]
     attachments: list[dict[str, str]]  # {"path", "kind", "detail"}, accumulated over the session
-    patient: dict[str, Any]  # PatientContext fields, merged over the session
+    patient: dict[str, Any]  # PatientContext fields, merged over the session; patient_id as a keyed hash
     # this turn
     question: str
     new_attachments: list[str]
     new_patient: dict[str, Any]
+    turn_attachments: list[dict[str, str]]  # what this turn's tools may read: new ones + those referred to
     plan: list[dict[str, Any]]  # {"id", "name", "input", "reason"}
     unmet: list[str]
     results: list[ToolResult]
