@@ -112,7 +112,11 @@ def _last_good(path: Path) -> dict[str, Any] | None:
         record = _parse(line) if line.strip() else None
         if record is not None:
             return record
-    return None
+    last = None  # the tail holds no whole record (e.g. one huge planted line): read the file line by line
+    with path.open("rb") as fh:
+        for line in fh:
+            last = _parse(line) or last
+    return last
 
 
 def _day_files(audit_dir: Path) -> list[Path]:
@@ -133,10 +137,14 @@ def _private_open(path: Path) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
 
 
-def append(audit_dir: Path, record: dict[str, Any], hmac_key: str | None = None) -> dict[str, Any]:
-    """Append one bounded record under an exclusive lock and return it with its chain fields."""
+def append(audit_dir: Path, record: dict[str, Any], hmac_key: str | None = None,
+           now: datetime | None = None) -> dict[str, Any]:
+    """Append one bounded record under an exclusive lock and return it with its chain fields.
+
+    ``now`` (UTC) picks the day file; tests pass it to build a trail over several days.
+    """
     audit_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     path = audit_dir / f"audit-{now:%Y%m%d}.jsonl"
     with os.fdopen(_private_open(path), "r+b") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -183,6 +191,9 @@ def _check_file(path: Path, prev: str, hmac_key: str | None) -> tuple[list[Probl
         problems.append(Problem(path.name, data.count(b"\n") + 1, "torn last line (no newline)"))
     for lineno, raw in enumerate(data.splitlines(), start=1):
         record = _parse(raw)
+        if len(raw) > MAX_RECORD_BYTES:
+            problems.append(Problem(path.name, lineno, f"record of {len(raw):,} bytes, over the "
+                                    f"{MAX_RECORD_BYTES:,}-byte bound (not written by dokuei)"))
         if record is None:
             if lineno != data.count(b"\n") + 1 or data.endswith(b"\n"):
                 problems.append(Problem(path.name, lineno, "not a valid record (garbage or torn line)"))

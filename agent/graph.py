@@ -143,7 +143,7 @@ class Agent:
         t0 = time.perf_counter()
         question = state.get("question", "")
         new_patient = {k: v for k, v in state.get("new_patient", {}).items() if v is not None}
-        if "patient_id" in new_patient:  # only a keyed hash is kept: the id is compared, never stored
+        if "patient_id" in new_patient:  # only a keyed hash is kept (ask() hashed it already; hashing is idempotent)
             new_patient["patient_id"] = hash_patient_id(str(new_patient["patient_id"]),
                                                         patient_salt(self.settings))
         earlier, patient = state.get("attachments", []), state.get("patient", {})
@@ -354,9 +354,12 @@ class Agent:
         if refusal:
             self._audit(session_id, {"question": question, "answer": refusal}, status="refused")
             return TurnResult(session_id=session_id, answer_ja=refusal, verified=False, backend=self.backend.name)
+        patient = dict(patient or {})
+        if patient.get("patient_id"):  # hashed before the graph: its input is checkpointed as given
+            patient["patient_id"] = hash_patient_id(str(patient["patient_id"]), patient_salt(self.settings))
         try:
             state = self.graph.invoke({"question": question, "new_attachments": [str(a) for a in attachments or []],
-                                       "new_patient": patient or {}}, config)
+                                       "new_patient": patient}, config)
         except GraphRecursionError:
             log.warning("step limit reached in session %s", session_id)
             self._audit(session_id, {"question": question, "answer": prompts.STEP_LIMIT_JA}, status="step_limit")

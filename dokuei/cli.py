@@ -100,7 +100,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         _out(f"エラー: {patient_ja_errors(exc)}")
         return 2
     except ValueError as exc:
-        log.info("bad --patient %r: %s", args.patient, exc)
+        log.info("bad --patient value: %s", type(exc).__name__)  # the value itself may hold an id
         message = str(exc) if any("\u3040" <= ch <= "\u9fff" for ch in str(exc)) else (
             "患者情報の値を解釈できません。年齢は 0〜130 の整数、身長（cm）・体重（kg）は数値、性別は M/F で"
             "指定してください（例: age=55,sex=M,height_cm=170）")
