@@ -39,7 +39,12 @@ from dokuei.agent.compose import (
 )
 from dokuei.agent.llm import ChatBackend, ToolCall, make_backend
 from dokuei.agent.router import PlannedCall, SemanticRouter, plan_deterministic
-from dokuei.agent.session import patient_ja_errors, select_attachments, starts_new_patient
+from dokuei.agent.session import (
+    patient_ja_errors,
+    select_attachments,
+    starts_new_patient,
+    unknown_patient_fields_ja,
+)
 from dokuei.agent.state import AgentState
 from dokuei.agent.verify import verify_answer
 from dokuei.knowledge.records import hash_patient_id, patient_salt
@@ -389,7 +394,10 @@ class Agent:
         if len(question) > limit:
             return QUESTION_TOO_LONG_JA.format(chars=len(question), limit=limit)
         try:
-            PatientContext(**patient)
+            PatientContext.model_validate(patient, strict=False)
+            unknown = sorted(set(patient) - set(PatientContext.model_fields))
+            if unknown:  # PatientContext ignores extra keys; a misspelt field must not vanish silently
+                return unknown_patient_fields_ja(unknown)
         except ValidationError as exc:
             return patient_ja_errors(exc)
         return ""

@@ -68,7 +68,15 @@ def patient_ja_errors(exc: ValidationError) -> str:
     fields = []
     for err in exc.errors():
         name = str(err["loc"][0]) if err["loc"] else ""
-        message = _FIELD_JA.get(name, f"患者情報の項目「{name}」は指定できません（年齢・性別・身長・体重・ID のみ）")
+        message = _FIELD_JA.get(name, _unknown_ja(name))
         if message not in fields:
             fields.append(message)
     return "患者情報が正しくありません: " + "。".join(fields) + "。"
+
+
+def _unknown_ja(name: str) -> str:
+    return f"患者情報の項目「{name}」は指定できません（年齢・性別・身長・体重・ID のみ）"
+
+
+def unknown_patient_fields_ja(names: list[str]) -> str:
+    return "患者情報が正しくありません: " + "。".join(_unknown_ja(n) for n in names) + "。"
