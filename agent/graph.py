@@ -45,7 +45,7 @@ from dokuei.agent.session import (
     starts_new_patient,
     unknown_patient_fields_ja,
 )
-from dokuei.agent.state import AgentState
+from dokuei.agent.state import AgentState, fresh_turn
 from dokuei.agent.verify import verify_answer
 from dokuei.knowledge.records import hash_patient_id, patient_salt
 from dokuei.settings import Settings
@@ -166,10 +166,7 @@ class Agent:
         PatientContext(**patient)  # validate early: a bad value must not reach a tool
         return {"attachments": list(known.values()), "patient": patient,
                 "turn_attachments": select_attachments(question, earlier, added),
-                "plan": [], "unmet": [], "results": [],
-                "answer": "", "sources": [], "composer": "", "compose_attempts": 0, "verified": False,
-                "verify_issues": [], "steps": 0, "new_attachments": [], "new_patient": {},
-                "messages": [HumanMessage(content=state.get("question", ""))],
+                **fresh_turn(), "messages": [HumanMessage(content=question)],
                 "timings": {"intake_s": round(time.perf_counter() - t0, 4)}}
 
     def plan(self, state: AgentState) -> dict[str, Any]:

@@ -31,3 +31,13 @@ class AgentState(TypedDict, total=False):
     verify_issues: list[str]
     steps: int
     timings: dict[str, float]
+
+
+def fresh_turn() -> dict[str, Any]:
+    """The per-turn fields at the start of a turn: nothing of the previous turn's work carries over.
+
+    Kept beside the TypedDict so that a field added to the turn part above is reset in one place.
+    """
+    return {"plan": [], "unmet": [], "results": [], "answer": "", "sources": [], "composer": "",
+            "compose_attempts": 0, "verified": False, "verify_issues": [], "steps": 0,
+            "new_attachments": [], "new_patient": {}, "timings": {}}

@@ -124,3 +124,12 @@ def test_artifacts_of_two_files_at_the_same_path_never_overwrite(agent: Agent, t
     # the folder name starts with the content hash of the input file, not of its path
     file_hash = second.results[0].provenance.file_sha256  # type: ignore[attr-defined]
     assert file_hash != first.results[0].provenance.file_sha256  # type: ignore[attr-defined]
+
+
+def test_every_per_turn_field_is_reset_at_intake() -> None:
+    """A per-turn field added to AgentState but not to fresh_turn() would leak the previous turn's value."""
+    from dokuei.agent.state import AgentState, fresh_turn
+
+    persisted = {"messages", "attachments", "patient"}
+    set_by_intake = {"question", "turn_attachments"}  # given by ask() / computed by intake every turn
+    assert set(AgentState.__annotations__) - persisted - set_by_intake == set(fresh_turn())
