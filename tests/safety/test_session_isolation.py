@@ -133,3 +133,21 @@ def test_every_per_turn_field_is_reset_at_intake() -> None:
     persisted = {"messages", "attachments", "patient"}
     set_by_intake = {"question", "turn_attachments"}  # given by ask() / computed by intake every turn
     assert set(AgentState.__annotations__) - persisted - set_by_intake == set(fresh_turn())
+
+
+def test_the_llm_planner_sees_earlier_attachments_only_when_the_question_refers_to_them(settings: Settings,
+                                                                                         tmp_path: Path) -> None:
+    from dokuei.agent.llm import ScriptedBackend
+
+    report = tmp_path / "report_0001.txt"
+    report.write_text("胸部CT: 右上葉に 12 mm の結節。", encoding="utf-8")
+    backend = ScriptedBackend([])  # no tool calls: every turn plans once and answers deterministically
+    agent = Agent(settings, backend=backend)
+    agent.ask("添付のレポートを確認してください", attachments=[str(report)], session_id="l")
+    agent.ask("HbA1c 6.8% は？", session_id="l")
+    agent.ask("前回のレポートの結節の大きさは？", session_id="l")
+    plan_users = [next(m["content"] for m in seen if m["role"] == "user") for seen in backend.seen]
+    assert len(plan_users) == 3
+    assert report.name in plan_users[0]      # new attachments always count
+    assert report.name not in plan_users[1]  # an unrelated question does not get the old report
+    assert report.name in plan_users[2]      # 「前回のレポート」 refers to it
