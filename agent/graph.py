@@ -9,10 +9,13 @@ the cited results, asks an LLM to rewrite once, then falls back to the determini
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +26,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.errors import GraphRecursionError
 from langgraph.graph import END, START, StateGraph
+from pydantic import ValidationError
 
 from dokuei.agent import audit, prompts
 from dokuei.agent.attachments import classify_attachment
@@ -35,8 +39,15 @@ from dokuei.agent.compose import (
 )
 from dokuei.agent.llm import ChatBackend, ToolCall, make_backend
 from dokuei.agent.router import PlannedCall, SemanticRouter, plan_deterministic
-from dokuei.agent.state import AgentState
+from dokuei.agent.session import (
+    patient_ja_errors,
+    select_attachments,
+    starts_new_patient,
+    unknown_patient_fields_ja,
+)
+from dokuei.agent.state import AgentState, fresh_turn
 from dokuei.agent.verify import verify_answer
+from dokuei.knowledge.records import hash_patient_id, patient_salt
 from dokuei.settings import Settings
 from dokuei.tools.base import Provenance, Tool, ToolResult, ToolStatus
 from dokuei.tools.context import Attachment, PatientContext, ToolContext
@@ -63,8 +74,9 @@ def _failed(name: str, summary_ja: str, detail: str, status: ToolStatus = ToolSt
 
 
 def _context(state: AgentState) -> ToolContext:
+    """What tools and the planner see: this turn's attachments (see ``session.select_attachments``)."""
     attachments = [Attachment(Path(a["path"]), a["kind"], a.get("detail", ""))  # type: ignore[arg-type]
-                   for a in state.get("attachments", [])]
+                   for a in state.get("turn_attachments", [])]
     return ToolContext(question=state.get("question", ""), attachments=attachments,
                        patient=PatientContext(**state.get("patient", {})),
                        results={r.tool: r for r in state.get("results", [])})
@@ -74,6 +86,45 @@ def _patient_ja(patient: dict[str, Any]) -> str:
     labels = {"age_years": "年齢 {} 歳", "sex": "性別 {}", "height_cm": "身長 {} cm", "weight_kg": "体重 {} kg"}
     return "、".join(labels[k].format({"M": "男性", "F": "女性"}.get(v, v))
                     for k, v in patient.items() if v is not None and k in labels)
+
+
+def _in_daemon_thread(fn: Callable[..., ToolResult], *args: Any) -> Future[ToolResult]:
+    """Run ``fn`` in a daemon thread: a tool stuck past its timeout neither blocks the turn nor the exit.
+
+    (A ThreadPoolExecutor's threads are joined when the interpreter exits, so one stuck tool kept
+    ``dokuei ask`` alive long after its answer was printed.)
+    """
+    future: Future[ToolResult] = Future()
+
+    def target() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # handed to the caller through the future
+            future.set_exception(exc)
+
+    threading.Thread(target=target, name="tool", daemon=True).start()
+    return future
+
+
+def _private_home(home: Path) -> None:
+    """$DOKUEI_HOME holds patient data: from now on files are created 0600 and folders 0700 (umask), and
+    what already holds session, audit or log data is restricted too (weights and indexes are left alone:
+    walking them would be slow and they hold no session data)."""
+    os.umask(0o077)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private = [home, *(p for p in home.iterdir() if p.is_dir())]
+    for sub in ("audit", "logs", "artifacts"):
+        if (home / sub).is_dir():
+            private += list((home / sub).rglob("*"))
+    private += list(home.glob("sessions.sqlite*"))
+    for path in private:
+        try:
+            if not path.is_symlink():
+                path.chmod(0o700 if path.is_dir() else 0o600)
+        except OSError:
+            log.warning("cannot restrict the permissions of %s", path)
 
 
 class Agent:
@@ -86,7 +137,7 @@ class Agent:
         self.registry = registry or ToolRegistry(self.settings)
         self.tools = {t.name: t for t in self.registry.tools()}
         self.semantic = SemanticRouter(self.settings.cache_dir)
-        self.pool = ThreadPoolExecutor(max_workers=self.settings.max_parallel_tools, thread_name_prefix="tool")
+        _private_home(self.settings.home)
         self.checkpointer = checkpointer if checkpointer is not None else InMemorySaver()
         #: LangGraph's own bound on node executions per turn: a safety net behind ``max_steps``
         self.recursion_limit = self.settings.max_steps * 3 + 8
@@ -95,17 +146,27 @@ class Agent:
     # --- nodes -----------------------------------------------------------------------------------
     def intake(self, state: AgentState) -> dict[str, Any]:
         t0 = time.perf_counter()
-        known = {a["path"]: a for a in state.get("attachments", [])}
+        question = state.get("question", "")
+        new_patient = {k: v for k, v in state.get("new_patient", {}).items() if v is not None}
+        if "patient_id" in new_patient:  # only a keyed hash is kept (ask() hashed it already; hashing is idempotent)
+            new_patient["patient_id"] = hash_patient_id(str(new_patient["patient_id"]),
+                                                        patient_salt(self.settings))
+        earlier, patient = state.get("attachments", []), state.get("patient", {})
+        if starts_new_patient(question, patient, new_patient):  # nothing of the previous patient carries over
+            log.info("new patient context: earlier attachments and patient facts dropped")
+            earlier, patient = [], {}
+        known = {a["path"]: a for a in earlier}
+        added: list[dict[str, str]] = []
         for raw in state.get("new_attachments", []):
             att = classify_attachment(Path(raw).expanduser().resolve())
-            known[str(att.path)] = {"path": str(att.path), "kind": att.kind, "detail": att.detail}
-        patient = {**state.get("patient", {}), **{k: v for k, v in state.get("new_patient", {}).items()
-                                                   if v is not None}}
+            entry = {"path": str(att.path), "kind": att.kind, "detail": att.detail}
+            known[str(att.path)] = entry
+            added.append(entry)
+        patient = {**patient, **new_patient}
         PatientContext(**patient)  # validate early: a bad value must not reach a tool
-        return {"attachments": list(known.values()), "patient": patient, "plan": [], "unmet": [], "results": [],
-                "answer": "", "sources": [], "composer": "", "compose_attempts": 0, "verified": False,
-                "verify_issues": [], "steps": 0, "new_attachments": [], "new_patient": {},
-                "messages": [HumanMessage(content=state.get("question", ""))],
+        return {"attachments": list(known.values()), "patient": patient,
+                "turn_attachments": select_attachments(question, earlier, added),
+                **fresh_turn(), "messages": [HumanMessage(content=question)],
                 "timings": {"intake_s": round(time.perf_counter() - t0, 4)}}
 
     def plan(self, state: AgentState) -> dict[str, Any]:
@@ -134,9 +195,10 @@ class Agent:
             ready = [c for c in pending if set(self._depends(c["name"])) <= done_names]
             if not ready:
                 ready = pending  # unsatisfiable dependencies: run anyway, the tool reports what is missing
+            ready = ready[:max(1, self.settings.max_parallel_tools)]
             pending = [c for c in pending if c not in ready]
             ctx = _context({**state, "results": results})
-            futures = {self.pool.submit(self._run_call, c, ctx): c for c in ready}
+            futures = {_in_daemon_thread(self._run_call, c, ctx): c for c in ready}
             finished, _ = wait(futures, timeout=self.settings.tool_timeout_s)
             for future, call in futures.items():  # each result stays with its own call
                 if future in finished:
@@ -182,27 +244,41 @@ class Agent:
 
     def audit_node(self, state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         session = (config.get("configurable") or {}).get("thread_id", "?")
+        self._audit(session, dict(state), status="ok")
+        return {"messages": [AIMessage(content=state.get("answer", ""))]}
+
+    def _audit(self, session_id: str, state: dict[str, Any], status: str, error: str = "") -> None:
+        """One bounded record per turn, failed turns included. Writing it never fails the turn.
+
+        Patient data is kept out: ids are keyed hashes already, attachments appear as their file hashes
+        (from the tool provenance) and, with ``question_retention = "hash"``, the question and answer as
+        sha256 and length only — their text stays in the session database alone.
+        """
+        full_text = self.settings.question_retention == "full"
+        question, answer = state.get("question", ""), state.get("answer", "")
         record = {
-            "session_id": session,
-            "question": state.get("question", ""),
-            "attachments": state.get("attachments", []),
+            "status": status,
+            "session_id": session_id,
+            "question": question if full_text else audit.text_digest(question),
+            "attachments": [{"kind": a.get("kind"), "path_sha256": audit.text_digest(str(a.get("path")))["sha256"]}
+                            for a in state.get("turn_attachments", [])],
             "patient": state.get("patient", {}),
             "tool_calls": [{"tool": r.tool, "status": r.status.value, "input_sha256": r.provenance.input_sha256,
-                            "file_sha256": r.provenance.file_sha256, "result_sha256": r.sha256(),
+                            "file_sha256": sorted(r.provenance.file_sha256.values()), "result_sha256": r.sha256(),
                             "device": r.provenance.device, "runtime_s": r.provenance.runtime_s}
                            for r in state.get("results", [])],
-            "answer": state.get("answer", ""),
+            "answer": answer if full_text else audit.text_digest(answer),
             "verified": state.get("verified", False),
-            "verify_issues": state.get("verify_issues", []),
+            "verify_issues": state.get("verify_issues", []) if full_text else len(state.get("verify_issues", [])),
             "backend": self.backend.name,
             "composer": state.get("composer", ""),
             "timings": state.get("timings", {}),
+            **({"error": error} if error else {}),
         }
         try:
-            audit.append(self.settings.audit_dir, record)
-        except OSError:
+            audit.append(self.settings.audit_dir, record, self.settings.audit_hmac_key)
+        except Exception:  # the audit must never take the turn down; the log says why
             log.exception("audit record could not be written")
-        return {"messages": [AIMessage(content=state.get("answer", ""))]}
 
     # --- edges -----------------------------------------------------------------------------------
     def _after_plan(self, state: AgentState) -> Literal["execute", "compose"]:
@@ -256,7 +332,7 @@ class Agent:
 
     def _plan_messages(self, state: AgentState) -> list[dict[str, Any]]:
         attachments = "\n".join(f"- {a['path']}（{a['kind']}: {a.get('detail', '')}）"
-                                for a in state.get("attachments", [])) or "（なし）"
+                                for a in state.get("turn_attachments", [])) or "（なし）"
         user = (f"質問: {state.get('question', '')}\n添付:\n{attachments}\n"
                 f"患者情報: {_patient_ja(state.get('patient', {})) or '（なし）'}")
         messages: list[dict[str, Any]] = [{"role": "system", "content": prompts.PLAN_SYSTEM_JA},
@@ -276,20 +352,58 @@ class Agent:
         session_id = session_id or uuid.uuid4().hex
         config = {"configurable": {"thread_id": session_id}, "recursion_limit": self.recursion_limit}
         t0 = time.perf_counter()
+        refusal = self._refusal(question, patient or {})
+        if refusal:
+            self._audit(session_id, {"question": question, "answer": refusal}, status="refused")
+            return TurnResult(session_id=session_id, answer_ja=refusal, verified=False, backend=self.backend.name)
+        patient = dict(patient or {})
+        if patient.get("patient_id"):  # hashed before the graph: its input is checkpointed as given
+            patient["patient_id"] = hash_patient_id(str(patient["patient_id"]), patient_salt(self.settings))
         try:
             state = self.graph.invoke({"question": question, "new_attachments": [str(a) for a in attachments or []],
-                                       "new_patient": patient or {}}, config)
+                                       "new_patient": patient}, config)
         except GraphRecursionError:
             log.warning("step limit reached in session %s", session_id)
+            self._audit(session_id, {"question": question, "answer": prompts.STEP_LIMIT_JA}, status="step_limit")
             return TurnResult(session_id=session_id, answer_ja=prompts.STEP_LIMIT_JA, verified=False,
                               backend=self.backend.name, step_limit_hit=True)
+        except Exception as exc:  # a failed turn is answered and audited, never a stack trace
+            log.exception("turn failed in session %s", session_id)
+            answer = TURN_FAILED_JA.format(error=type(exc).__name__)
+            self._audit(session_id, {"question": question, "answer": answer}, status="error",
+                        error=f"{type(exc).__name__}: {exc}"[:500])
+            return TurnResult(session_id=session_id, answer_ja=answer, verified=False, backend=self.backend.name)
         return TurnResult(
             session_id=session_id, answer_ja=state.get("answer", ""), citations=state.get("sources", []),
             results=state.get("results", []), verified=bool(state.get("verified")),
             verify_issues=state.get("verify_issues", []), backend=self.backend.name,
-            composer=state.get("composer", ""), attachments=state.get("attachments", []),
+            composer=state.get("composer", ""), attachments=state.get("turn_attachments", []),
             timings={**state.get("timings", {}), "total_s": round(time.perf_counter() - t0, 4)},
         )
+
+    def reset_session(self, session_id: str) -> None:
+        """Forget a session on the server: its messages, attachments and patient facts (「新しいセッション」)."""
+        self.checkpointer.delete_thread(session_id)
+
+    def _refusal(self, question: str, patient: dict[str, Any]) -> str:
+        """A Japanese answer for input refused before any work, or "" when the turn may run."""
+        limit = self.settings.max_question_chars
+        if len(question) > limit:
+            return QUESTION_TOO_LONG_JA.format(chars=len(question), limit=limit)
+        try:
+            PatientContext.model_validate(patient, strict=False)
+            unknown = sorted(set(patient) - set(PatientContext.model_fields))
+            if unknown:  # PatientContext ignores extra keys; a misspelt field must not vanish silently
+                return unknown_patient_fields_ja(unknown)
+        except ValidationError as exc:
+            return patient_ja_errors(exc)
+        return ""
+
+
+QUESTION_TOO_LONG_JA = ("質問が長すぎます（{chars:,} 文字、上限 {limit:,} 文字）。"
+                        "要点を短くまとめるか、長い文書はファイルとして添付してください。")
+TURN_FAILED_JA = ("内部エラーのため回答できませんでした（{error}）。"
+                  "この質問は監査記録に残しました。詳細はログを確認してください。")
 
 
 @dataclass

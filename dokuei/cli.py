@@ -59,12 +59,22 @@ class _NoTracebackFormatter(logging.Formatter):
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    from pydantic import ValidationError
+
     from dokuei.agent.graph import Agent, sqlite_checkpointer
+    from dokuei.agent.session import patient_ja_errors
 
     try:
         patient = parse_patient(args.patient)
+    except ValidationError as exc:  # PatientContext's own check: Japanese per field, never pydantic's English
+        _out(f"エラー: {patient_ja_errors(exc)}")
+        return 2
     except ValueError as exc:
-        _out(f"エラー: {exc}")
+        log.info("bad --patient value: %s", type(exc).__name__)  # the value itself may hold an id
+        message = str(exc) if any("\u3040" <= ch <= "\u9fff" for ch in str(exc)) else (
+            "患者情報の値を解釈できません。年齢は 0〜130 の整数、身長（cm）・体重（kg）は数値、性別は M/F で"
+            "指定してください（例: age=55,sex=M,height_cm=170）")
+        _out(f"エラー: {message}")
         return 2
     missing = [a for a in args.attach if not Path(a).exists()]
     if missing:
@@ -204,12 +214,21 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     except Exception as exc:  # a broken index is reported, not fatal
         log.exception("index check failed")
         report["index"] = f"unreadable: {type(exc).__name__}: {exc}"
-    chains = {}
-    for path in sorted(settings.audit_dir.glob("audit-*.jsonl")):
-        ok, line = audit.verify_chain(path)
-        chains[path.name] = "ok" if ok else f"broken at line {line}"
+    problems = audit.verify_dir(settings.audit_dir, settings.audit_hmac_key)
+    broken = {p.file for p in problems}
+    chains: dict[str, Any] = {path.name: "ok" for path in sorted(settings.audit_dir.glob("audit-*.jsonl"))
+                              if path.name not in broken}
+    for problem in problems:
+        chains.setdefault(problem.file, [])
+        chains[problem.file].append(f"line {problem.line}: {problem.reason}" if problem.line else problem.reason)
     report["audit_chain"] = chains
+    report["audit_hmac"] = bool(settings.audit_hmac_key)
+    report["ok"] = not problems
     _out(json.dumps(report, ensure_ascii=False, indent=2, default=str))
+    if problems:
+        for problem in problems:
+            log.error("audit trail broken: %s", problem)
+        return 1
     return 0
 
 

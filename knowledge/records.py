@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -23,7 +24,13 @@ def patient_salt(settings: object | None = None) -> str:
 
 
 def hash_patient_id(patient_id: str, salt: str) -> str:
-    """HMAC-SHA256 of the NFKC-normalised id, 20 hex digits: stable, not reversible without the salt."""
+    """HMAC-SHA256 of the NFKC-normalised id, 20 hex digits: stable, not reversible without the salt.
+
+    An id that already is such a hash (the agent keeps only hashed ids in its session state) is returned
+    as it is, so hashing twice gives the same key.
+    """
+    if re.fullmatch(r"p_[0-9a-f]{20}", patient_id):
+        return patient_id
     digest = hmac.new(salt.encode(), nfkc(patient_id).encode(), hashlib.sha256).hexdigest()
     return "p_" + digest[:20]
 

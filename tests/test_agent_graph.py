@@ -129,10 +129,14 @@ def test_every_turn_is_audited_in_a_hash_chain(tmp_path: Path) -> None:
     files = list(settings.audit_dir.glob("audit-*.jsonl"))
     assert len(files) == 1
     records = [json.loads(line) for line in files[0].read_text().splitlines()]
-    assert [r["question"] for r in records] == [CHECKUP_Q, "明日の天気は？"]
+    # question_retention "hash" (the default): the audit keeps the question's sha256, not its text
+    assert [r["question"]["sha256"] for r in records] == [audit.text_digest(q)["sha256"]
+                                                          for q in (CHECKUP_Q, "明日の天気は？")]
+    assert CHECKUP_Q not in files[0].read_text()
+    assert [r["seq"] for r in records] == [1, 2]
     assert records[0]["tool_calls"][0]["tool"] == "judge_checkup"
     assert len(records[0]["tool_calls"][0]["result_sha256"]) == 64
     assert audit.verify_chain(files[0]) == (True, None)
-    tampered = files[0].read_text().replace("HbA1c 6.8%", "HbA1c 5.0%", 1)
+    tampered = files[0].read_text().replace('"status": "ok"', '"status": "failed"', 1)
     files[0].write_text(tampered)
     assert audit.verify_chain(files[0]) == (False, 1)

@@ -14,7 +14,9 @@ import json
 import logging
 import time
 import traceback
+import uuid
 from abc import ABC, abstractmethod
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -29,6 +31,9 @@ from dokuei.tools.context import ToolContext
 from dokuei.tools.weights import WeightsCheck, WeightSpec, check_weights, sha256_file
 
 log = logging.getLogger(__name__)
+
+#: (sha256 of this call's input files, call id), set by ``Tool.__call__`` for ``artifact_dir``
+_CALL_KEY: ContextVar[tuple[str, str]] = ContextVar("dokuei_tool_call_key", default=("", ""))
 
 
 class ToolStatus(StrEnum):
@@ -235,6 +240,7 @@ class Tool(ABC, Generic[InputT]):
             log.warning("tool %s: %s", self.name, exc.detail)
             return self._result(ToolStatus.FAILED, prov, t0, summary_ja=exc.message_ja, detail=exc.detail,
                                 input_json=input_json)
+        _CALL_KEY.set((_sha256_json(prov.file_sha256), uuid.uuid4().hex[:12]))
         availability = self.availability()
         prov.weights_sha256 = {c.spec.id: c.sha256 for c in availability.weights if c.sha256}
         if availability.status is not ToolStatus.OK:
@@ -271,10 +277,16 @@ class Tool(ABC, Generic[InputT]):
         return result
 
     def artifact_dir(self, inp: BaseModel) -> Path:
-        """``$DOKUEI_HOME/artifacts/<tool>/<hash of the input>/``: one folder per distinct input."""
-        key = hashlib.sha256(inp.model_dump_json().encode()).hexdigest()[:16]
-        path = self.settings.artifacts_dir / self.name / key
-        path.mkdir(parents=True, exist_ok=True)
+        """``$DOKUEI_HOME/artifacts/<tool>/<content hash>-<call id>/``: one private folder per call.
+
+        Keyed by the sha256 of the input files' contents (not their paths: another patient's file at the
+        same path must not overwrite this one's plot) and by a per-call id, so the file an earlier answer
+        links to never changes. Outside ``__call__`` the input's JSON stands in for the content hash.
+        """
+        files_key, call_id = _CALL_KEY.get()
+        content = files_key or hashlib.sha256(inp.model_dump_json().encode()).hexdigest()
+        path = self.settings.artifacts_dir / self.name / f"{content[:16]}-{call_id or uuid.uuid4().hex[:12]}"
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return path
 
     def self_citation(self, summary_ja: str) -> Citation:
