@@ -159,7 +159,7 @@ class DokueiMcp:
                   "status": payload.get("status", "ok" if "answer_ja" in payload else "?"),
                   "input_sha256": (payload.get("provenance") or {}).get("input_sha256", "")}
         try:
-            audit.append(self.settings.audit_dir, record)
+            audit.append(self.settings.audit_dir, record, self.settings.audit_hmac_key)
         except OSError:
             log.exception("mcp audit record could not be written")
 
