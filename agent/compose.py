@@ -91,8 +91,8 @@ def compose_deterministic(results: list[ToolResult], unmet_ja: list[str]) -> tup
         if result.status is ToolStatus.OK:
             lines.append(f"・{cite_each_sentence(summary, marker)}")
             if device:
-                lines.append(f"{NOTE_PREFIX} {DEVICE_DATA_JA}（記録装置がファイルに保存した値で、本ツールの計測値ではありません）: "
-                             f"{neutralise_quote(device)}")
+                lines.append(f"{NOTE_PREFIX} {DEVICE_DATA_JA}（記録装置がファイルに保存した値で、"
+                             f"本ツールの計測値ではありません）: {neutralise_quote(device)}")
         else:
             verb = "実行できませんでした" if result.status is ToolStatus.FAILED else "利用できません"
             lines.append(f"・{result.tool} は{verb}: {cite_each_sentence(result.summary_ja, marker)}")

@@ -36,6 +36,7 @@ _IDENTIFIER = re.compile(
     r"(?<![A-Za-z0-9])(?:HbA1c|HL7|ICD-?1[01]|Th(?:1[0-2]|[1-9])|T(?:1[0-2]|[1-9])|L[1-5]|S[1-8]|C[1-7]"
     r"|V[1-6]|aV[RLF]|SpO2|CO2|O2|B12|B6|CA19-9|CA125|IgG4|CYFRA21-1|COVID-19|T1WI|T2WI|ST2)(?![A-Za-z0-9])")
 _SQUARED = re.compile(r"(?<![A-Za-z])((?:c|m)?m)([23])(?![0-9.])")
+_PATH = re.compile(r"(?<!\S)(?:~|\.{1,2})?/\S+")  # a file path shown to the reader is no value
 _NUMBER = re.compile(r"(?<![0-9.])\d+(?:\.\d+)?")
 _UNITS = ["cm²/m²", "kg/m²", "mg/dL", "mmol/L", "g/dL", "IU/L", "U/L", "mmHg", "/μL", "回/分", "拍/分", "/分",
           "bpm", "cm²", "cm³", "mL", "ml", "mm", "cm", "kg", "ms", "HU", "%", "歳", "才", "拍", "°", "度", "秒", "s"]
@@ -126,12 +127,11 @@ def _kanji_value(text: str) -> float:
     return value
 
 
-def _normalise(text: str) -> str:
-    """NFKC, no thousands separators, identifiers and citation markers blanked, kanji numerals as digits."""
+def _normalise(text: str) -> tuple[str, str]:
+    """(plain, masked): NFKC, no thousands separators or citation markers, kanji numerals as digits;
+    ``masked`` also blanks identifiers (L3, HbA1c) and squared units (cm2), keeping every position."""
     text = unicodedata.normalize("NFKC", _CITE.sub(" ", text)).replace(",", "")
     text = _CITE.sub(" ", text)  # full-width ［3］ neutralised by compose: not a citation and not a value
-    text = _IDENTIFIER.sub(lambda m: "#" * len(m.group(0)), text)
-    text = _SQUARED.sub(lambda m: m.group(1) + "²³"[int(m.group(2)) - 2], text)  # cm2 is a unit, not 2
     for word in _KANJI_WORDS:
         text = text.replace(word, "#" * len(word))
 
@@ -140,10 +140,12 @@ def _normalise(text: str) -> str:
         after = text[match.end():match.end() + 6]
         if len(s) < 2 and not _UNIT_AFTER.match(after):
             return s
-        value = _kanji_value(s)
-        return f" {value:g} "
+        return f" {_kanji_value(s):g} "
 
-    return _KANJI_NUMBER.sub(kanji, text)
+    plain = _KANJI_NUMBER.sub(kanji, text)
+    masked = _IDENTIFIER.sub(lambda m: "#" * len(m.group(0)), _PATH.sub(lambda m: "#" * len(m.group(0)), plain))
+    masked = _SQUARED.sub(lambda m: m.group(1) + "²³"[int(m.group(2)) - 2], masked)  # cm2 is a unit, not 2
+    return plain, masked
 
 
 def _unit(raw: str | None) -> str | None:
@@ -173,8 +175,8 @@ def _label_positions(text: str, labels: set[str]) -> list[tuple[int, str]]:
 
 def _claims(text: str, labels: set[str]) -> list[Claim]:
     """Numbers with their unit and the evidence label written before them (since the previous number)."""
-    norm = _normalise(text)
-    positions = _label_positions(norm, labels)
+    plain, norm = _normalise(text)
+    positions = _label_positions(plain, labels)
     claims, previous_end = [], 0
     for match in _NUMBER.finditer(norm):
         unit_match = _UNIT_AFTER.match(norm, match.end())
@@ -252,9 +254,8 @@ def _flatten(node: Any, labels: list[str], units: dict[str, str], out: list[tupl
         return
     elif isinstance(node, int | float):
         out.append((labels, key, float(node), _unit_for_key(key, units)))
-    elif isinstance(node, str):
-        if "grade" in key and re.fullmatch(r"[A-E][12]?", node):
-            grades.append((labels + (["総合"] if "overall" in key else []), node))
+    elif isinstance(node, str) and "grade" in key and re.fullmatch(r"[A-E][12]?", node):
+        grades.append((labels + (["総合"] if "overall" in key else []), node))
 
 
 def _unit_for_key(key: str, units: dict[str, str]) -> str | None:
@@ -283,27 +284,28 @@ def _evidence(source: Source, with_device: bool) -> Evidence:
         facts, json_grades = [], []
         _flatten(output, [], {}, facts, json_grades)
         summary = result.summary_ja if with_device else _DEVICE_NOTE.sub("", result.summary_ja)
+        citation_text = citation.text if with_device else _DEVICE_NOTE.sub("", citation.text)
         kept = {k: v for k, v in output.items() if k not in _EXCLUDED_KEYS}
-        text = " ".join([summary, json.dumps(kept, ensure_ascii=False, default=str),
-                         citation.text if with_device else _DEVICE_NOTE.sub("", citation.text)])
+        text = " ".join([summary, json.dumps(kept, ensure_ascii=False, default=str), citation_text])
     labels = {label.casefold() for ls, _, _, _ in facts for label in ls}
     labels |= {label.casefold() for ls, _ in json_grades for label in ls}
     labels |= {"総合判定", "総合"}
     labels = {label for label in labels if len(label) >= 2}
     claims = [Claim(round(v, 6), u, None) for ls, _, v, u in facts]
     claims += [Claim(round(v, 6), u, label.casefold()) for ls, _, v, u in facts for label in ls if len(label) >= 2]
-    for sentence in split_sentences(text):
+    prose = text if citation.kind != "tool_result" else " ".join([summary, citation_text])
+    for sentence in split_sentences(prose):  # numbers of the JSON come from its fields, with their units
         claims += _claims(sentence, labels)
     grades: dict[str | None, set[str]] = {}
     for ls, grade in json_grades:
         grades.setdefault(None, set()).add(grade)
         for label in ls:
             grades.setdefault(label.casefold(), set()).add(grade)
-    for sentence in split_sentences(text):
-        for label, grade in _grades(sentence, labels):
+    for sentence in split_sentences(prose):
+        for bound, grade in _grades(sentence, labels):
             grades.setdefault(None, set()).add(grade)
-            if label:
-                grades.setdefault(label, set()).add(grade)
+            if bound:
+                grades.setdefault(bound, set()).add(grade)
     return Evidence(text=text, claims=claims, grades=grades, polarity=_polarities(text), labels=labels)
 
 
@@ -331,7 +333,7 @@ def body_of(answer: str, sources: list[Source] | None = None) -> str:
 
 def script_issues(body: str) -> list[str]:
     """Simplified-only Chinese characters, or a body that is mostly not Japanese."""
-    text = _CITE.sub(" ", body)
+    text = re.sub(r"\S*/\S*", " ", _CITE.sub(" ", body))  # paths and units are no language
     simplified = sorted({c for c in text if c in _simplified_only()})
     issues = []
     if simplified:
@@ -339,7 +341,7 @@ def script_issues(body: str) -> list[str]:
     kana = sum(1 for c in text if "\u3040" <= c <= "\u30ff")
     han = sum(1 for c in text if "\u4e00" <= c <= "\u9fff")
     letters = sum(1 for c in text if c.isalpha() and c.isascii())
-    if letters + han >= 20 and kana == 0 or (letters > 2 * (kana + han) and letters >= 20):
+    if (kana == 0 and (han >= 12 or letters >= 20)) or (letters > 2 * (kana + han) and letters >= 20):
         issues.append("回答の大部分が日本語ではありません")
     return issues
 
@@ -394,7 +396,8 @@ def verify_answer(answer: str, sources: list[Source], *, trust_notes: bool = Fal
     body = body_of(answer, sources)
     if sources and not body.strip():
         return VerifyReport(ok=False, issues=["回答が空です"])
-    issues = script_issues(body)
+    issues = script_issues("\n".join(line for line in body.splitlines()
+                                     if not (trust_notes and line.startswith(NOTE_PREFIX))))
     cache_: dict[tuple[int, bool], Evidence] = {}
     checked = 0
     for raw in split_sentences(body):
