@@ -13,8 +13,8 @@ import pytest
 from dokuei.agent import guard
 from dokuei.agent.graph import Agent
 from dokuei.agent.llm import ChatReply, ScriptedBackend, ToolCall
-from dokuei.settings import Settings
 from dokuei.io import ecg as ecg_io
+from dokuei.settings import Settings
 from dokuei.tools.base import Citation, Provenance, ToolResult, ToolStatus
 from dokuei.tools.context import Attachment, ToolContext
 
