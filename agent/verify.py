@@ -61,6 +61,8 @@ _EN_NEGATION = re.compile(r"(?:\bno\b|\bwithout\b|negative for|ruled out|\bnot\b
 #: a sentence that says it reports the device's own annotations may rest on them
 _DEVICE_WORDS = re.compile(r"機器|装置|未検証|記録装置")
 _DEVICE_NOTE = re.compile(r"（参考: 記録装置.*?）|（未検証の機器データ.*?）")
+#: the words a search was run with, quoted back: what was asked, not what was found
+_SEARCH_WORDS = re.compile(r"検索(?:語)?\s*[:：]?\s*「[^」\n]*」")
 _EXCLUDED_KEYS = ("device_reported", "device_statements", "query", "input")
 
 
@@ -285,6 +287,10 @@ def _evidence(source: Source, with_device: bool) -> Evidence:
         _flatten(output, [], {}, facts, json_grades)
         summary = result.summary_ja if with_device else _DEVICE_NOTE.sub("", result.summary_ja)
         citation_text = citation.text if with_device else _DEVICE_NOTE.sub("", citation.text)
+        query = output.get("query")
+        if isinstance(query, str) and query.strip():  # the planner's own words are no evidence
+            summary, citation_text = summary.replace(query, " "), citation_text.replace(query, " ")
+        summary, citation_text = _SEARCH_WORDS.sub(" ", summary), _SEARCH_WORDS.sub(" ", citation_text)
         kept = {k: v for k, v in output.items() if k not in _EXCLUDED_KEYS}
         text = " ".join([summary, json.dumps(kept, ensure_ascii=False, default=str), citation_text])
     labels = {label.casefold() for ls, _, _, _ in facts for label in ls}
@@ -406,6 +412,7 @@ def verify_answer(answer: str, sources: list[Source], *, trust_notes: bool = Fal
             continue
         checked += 1
         cited = [int(n) for n in _CITE.findall(sentence)]
+        sentence = _SEARCH_WORDS.sub("検索「…」", sentence)
         unknown = [n for n in cited if n not in by_number]
         if unknown:
             issues.append(f"存在しない出典番号 {unknown}: 「{sentence[:60]}」")
