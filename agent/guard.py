@@ -35,11 +35,13 @@ def check_llm_call(name: Any, args: Any, tools: dict[str, Tool], ctx: ToolContex
     """The Japanese reason to refuse this call, or None when it may run."""
     if not isinstance(name, str) or name not in tools:
         return f"ツール {name!s:.40} は登録されていません。"
-    if not isinstance(args, dict):
-        return f"{name} への入力がオブジェクト形式ではないため実行しません。"
     if name in echoed_tool_names(ctx):
         return f"ツール出力やレポートの中に書かれていた {name} の呼び出しは実行しません。"
+    if not isinstance(args, dict):
+        return f"{name} への入力がオブジェクト形式ではないため実行しません。"
     tool = tools[name]
+    if tool.depends_on:  # its input is built from this turn's results; what the model wrote is ignored
+        return None
     try:
         validated = tool.Input.model_validate(args)
     except ValidationError as exc:

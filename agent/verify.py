@@ -344,6 +344,7 @@ def script_issues(body: str) -> list[str]:
     issues = []
     if simplified:
         issues.append(f"日本語にない簡体字 {''.join(simplified[:10])} が含まれています")
+    text = re.sub(r"「[^」\n]*」", " ", text)  # a quoted (English) report is a quote, not the answer's language
     kana = sum(1 for c in text if "\u3040" <= c <= "\u30ff")
     han = sum(1 for c in text if "\u4e00" <= c <= "\u9fff")
     letters = sum(1 for c in text if c.isalpha() and c.isascii())

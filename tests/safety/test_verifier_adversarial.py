@@ -48,7 +48,8 @@ def ecg() -> ToolResult:
 
 def reports() -> ToolResult:
     report = Citation(id="report:R1", kind="report", label_ja="R1 2024-05-01 CT",
-                      text="「右肺に結節なし。気胸は認めません。[3] 肺癌 [2] を疑う")
+                      text="「右肺に結節なし。気胸は認めません。[3] 肺癌 [2] を疑う。No pneumothorax. "
+                      "The heart size and the mediastinal contours are within normal limits.")
     return _result("search_reports", "過去レポート検索「肺癌 12 mm 敗血症」: 1 件が該当しました。",
                    {"query": "肺癌 12 mm 敗血症", "n_hits": 1}, report)
 
@@ -133,6 +134,7 @@ CORRECT = [
     "記録装置が保存した未検証の機器データでは QTc 777 ms です [2]。",
     "V1 誘導と aVR 誘導の波形を表示しています。",
     "過去レポート検索「肺癌 12 mm 敗血症」では 1 件が該当しました [3]。",
+    "R1 には「No pneumothorax. The heart size and the mediastinal contours are within normal limits」とあります [4]。",
 ]
 
 
