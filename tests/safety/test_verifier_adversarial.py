@@ -172,3 +172,33 @@ def test_ascii_path_lines_do_not_count_as_another_language(tmp_path: Path, check
     srcs = number_sources([checkup])
     body = f"HbA1c は 6.8 % です [1]。図: {tmp_path}/abcdefghijklmnopqrstuvwxyz/plot.png"
     assert verify_answer(with_sources(body, srcs), srcs).ok
+
+
+@pytest.fixture(scope="module")
+def real_ecg(tmp_path_factory: pytest.TempPathFactory) -> ToolResult:
+    """analyze_ecg on pydicom's 12-lead waveform_ecg.dcm; the file stores the device's own QTc 370 ms."""
+    from dokuei import testdata
+    from dokuei.tools.analyze_ecg import AnalyzeEcg
+
+    tool = AnalyzeEcg(Settings.load(home=tmp_path_factory.mktemp("home")))
+    result = tool({"ecg_path": str(testdata.pydicom_file("waveform_ecg.dcm"))})
+    assert result.status is ToolStatus.OK
+    assert result.output["device_reported"]["qtc_ms"] == 370.0  # type: ignore[index]
+    return result
+
+
+def test_real_ecg_deterministic_answer_verifies_and_labels_device_values(real_ecg: ToolResult) -> None:
+    answer, srcs = compose_deterministic([real_ecg], [])
+    assert verify_answer(answer, srcs, trust_notes=True).ok
+    device_line = next(line for line in answer.splitlines() if "QTc(ms) 370" in line)
+    assert device_line.startswith("※ 未検証の機器データ")
+
+
+def test_real_ecg_device_value_is_no_evidence_unless_said_so(real_ecg: ToolResult) -> None:
+    srcs = number_sources([real_ecg])
+    as_fact = verify_answer(with_sources("QTc は 370 ms です [1]。", srcs), srcs)
+    assert not as_fact.ok and "出典にない数値 [370.0]" in as_fact.issues[0]
+    said_so = verify_answer(with_sources("記録装置の未検証の値では QTc 370 ms です [1]。", srcs), srcs)
+    assert said_so.ok, said_so.issues
+    measured = verify_answer(with_sources("本ツールの計測では QTc 396 ms（Bazett）です [1]。", srcs), srcs)
+    assert measured.ok, measured.issues
