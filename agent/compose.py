@@ -185,7 +185,11 @@ def llm_messages(question: str, sources: list[Source], patient_ja: str) -> list[
             kind = "レポート" if s.citation.kind == "report" else "基準・文献"
             blocks.append(f"[{s.number}] {kind} {s.citation.label_ja}: {neutralise_quote(s.citation.text)}")
         else:
-            blocks.append(f"[{s.number}] {s.result.compact_json()}")
+            block = f"[{s.number}] {s.result.compact_json()}"
+            output = s.result.output or {}
+            if output.get("device_reported") or output.get("device_statements"):
+                block += f"\n（device_reported・device_statements は{DEVICE_DATA_JA}: 本ツールの計測値ではありません）"
+            blocks.append(block)
     user = prompts.COMPOSE_USER_JA.format(question=question, patient=patient_ja or "（なし）",
                                           sources="\n".join(blocks) or "（なし）")
     return [{"role": "system", "content": prompts.COMPOSE_SYSTEM_JA}, {"role": "user", "content": user}]

@@ -202,3 +202,11 @@ def test_real_ecg_device_value_is_no_evidence_unless_said_so(real_ecg: ToolResul
     assert said_so.ok, said_so.issues
     measured = verify_answer(with_sources("本ツールの計測では QTc 396 ms（Bazett）です [1]。", srcs), srcs)
     assert measured.ok, measured.issues
+
+
+def test_llm_composer_prompt_marks_device_values_and_neutralises_report_markers() -> None:
+    from dokuei.agent.compose import llm_messages
+
+    user = llm_messages("QTc は？", number_sources([ecg(), reports()]), "")[1]["content"]
+    assert "未検証の機器データ" in user
+    assert "［3］ 肺癌" in user and "[3] 肺癌" not in user
