@@ -8,6 +8,7 @@ the same numbered sources and appends the same source list.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from dokuei.agent import prompts
@@ -16,6 +17,16 @@ from dokuei.tools.base import Citation, ToolResult, ToolStatus
 NOTE_PREFIX = "※"
 SOURCES_HEADER = "出典:"
 _REPORT_SNIPPET_CHARS = 160
+DEVICE_DATA_JA = "未検証の機器データ"
+_DEVICE_NOTE = re.compile(r"（参考: 記録装置がファイルに保存した値 — (.*?)。本ツールの計測値ではありません）")
+
+
+def split_device_note(summary: str) -> tuple[str, str]:
+    """(summary without the device's own stored values, those values): they are not what the tool measured."""
+    match = _DEVICE_NOTE.search(summary)
+    if not match:
+        return summary, ""
+    return (summary[:match.start()] + summary[match.end():]).strip(), match.group(1)
 
 
 @dataclass(frozen=True)
@@ -76,8 +87,12 @@ def compose_deterministic(results: list[ToolResult], unmet_ja: list[str]) -> tup
         own = by_result.get(id(result), [])
         tool_source = next((s for s in own if s.citation.kind == "tool_result"), None)
         marker = f" [{tool_source.number}]" if tool_source else ""
+        summary, device = split_device_note(result.summary_ja)
         if result.status is ToolStatus.OK:
-            lines.append(f"・{cite_each_sentence(result.summary_ja, marker)}")
+            lines.append(f"・{cite_each_sentence(summary, marker)}")
+            if device:
+                lines.append(f"{NOTE_PREFIX} {DEVICE_DATA_JA}（記録装置がファイルに保存した値で、"
+                             f"本ツールの計測値ではありません）: {neutralise_quote(device)}")
         else:
             verb = "実行できませんでした" if result.status is ToolStatus.FAILED else "利用できません"
             lines.append(f"・{result.tool} は{verb}: {cite_each_sentence(result.summary_ja, marker)}")
@@ -92,21 +107,36 @@ def compose_deterministic(results: list[ToolResult], unmet_ja: list[str]) -> tup
 
 
 _OPEN, _CLOSE = "「『（(", "」』）)"
+#: a quote longer than this is no quote: it cannot hide sentences under one citation
+_MAX_QUOTE_CHARS = _REPORT_SNIPPET_CHARS + 40
 
 
 def split_sentences(text: str) -> list[str]:
     """Split at 。！？ and newlines, but not inside quotes or brackets: a quoted report passage,
-    however many sentences it has, is one statement with the citation that follows it."""
-    sentences, current, depth = [], [], 0
-    for ch in text:
+    however many sentences it has, is one statement with the citation that follows it.
+
+    A quote never spans lines, and a quote left open at the end of its line, or longer than
+    ``_MAX_QUOTE_CHARS``, does not count: that line is split at every 。！？."""
+    sentences: list[str] = []
+    for line in text.splitlines(keepends=True):
+        sentences += _split_line(line)
+    return sentences
+
+
+def _split_line(line: str) -> list[str]:
+    sentences, current, depth, opened_at = [], [], 0, 0
+    for i, ch in enumerate(line):
         current.append(ch)
         if ch in _OPEN:
+            opened_at = opened_at if depth else i
             depth += 1
         elif ch in _CLOSE and depth:
             depth -= 1
-        elif ch == "\n" or (ch in "。！？" and depth == 0):
+        elif ch in "。！？" and (depth == 0 or i - opened_at > _MAX_QUOTE_CHARS):
             sentences.append("".join(current))
             current, depth = [], 0
+    if depth:  # unclosed: the brackets shielded nothing
+        return [s for s in re.split(r"(?<=[。！？])", line) if s]
     if current:
         sentences.append("".join(current))
     return sentences
@@ -125,9 +155,26 @@ def cite_each_sentence(text: str, marker: str) -> str:
     return "".join(cited)
 
 
+_QUOTE_SAFE = str.maketrans({"「": "〈", "」": "〉", "『": "〈", "』": "〉", "[": "［", "]": "］"})
+
+
+def neutralise_quote(text: str) -> str:
+    """Quoted report text cannot pose as a citation ([3] → ［3］) nor open or close our own quotes."""
+    return text.translate(_QUOTE_SAFE)
+
+
 def _snippet(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= _REPORT_SNIPPET_CHARS else flat[:_REPORT_SNIPPET_CHARS] + "…"
+    flat = neutralise_quote(" ".join(text.split()))
+    flat = flat if len(flat) <= _REPORT_SNIPPET_CHARS else flat[:_REPORT_SNIPPET_CHARS] + "…"
+    return _balanced(flat)
+
+
+def _balanced(text: str) -> str:
+    """Round brackets left open by a cut (or by the report itself) are closed, so the quote stays one line."""
+    depth = 0
+    for ch in text:
+        depth += 1 if ch in "（(" else -1 if ch in "）)" and depth else 0
+    return text + "）" * depth
 
 
 def llm_messages(question: str, sources: list[Source], patient_ja: str) -> list[dict[str, str]]:
@@ -136,9 +183,13 @@ def llm_messages(question: str, sources: list[Source], patient_ja: str) -> list[
     for s in sources:
         if s.citation.kind != "tool_result":
             kind = "レポート" if s.citation.kind == "report" else "基準・文献"
-            blocks.append(f"[{s.number}] {kind} {s.citation.label_ja}: {s.citation.text}")
+            blocks.append(f"[{s.number}] {kind} {s.citation.label_ja}: {neutralise_quote(s.citation.text)}")
         else:
-            blocks.append(f"[{s.number}] {s.result.compact_json()}")
+            block = f"[{s.number}] {s.result.compact_json()}"
+            output = s.result.output or {}
+            if output.get("device_reported") or output.get("device_statements"):
+                block += f"\n（device_reported・device_statements は{DEVICE_DATA_JA}: 本ツールの計測値ではありません）"
+            blocks.append(block)
     user = prompts.COMPOSE_USER_JA.format(question=question, patient=patient_ja or "（なし）",
                                           sources="\n".join(blocks) or "（なし）")
     return [{"role": "system", "content": prompts.COMPOSE_SYSTEM_JA}, {"role": "user", "content": user}]

@@ -8,6 +8,7 @@ the cited results, asks an LLM to rewrite once, then falls back to the determini
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -37,6 +38,7 @@ from dokuei.agent.compose import (
     number_sources,
     with_sources,
 )
+from dokuei.agent.guard import check_llm_call
 from dokuei.agent.llm import ChatBackend, ToolCall, make_backend
 from dokuei.agent.router import PlannedCall, SemanticRouter, plan_deterministic
 from dokuei.agent.session import (
@@ -172,17 +174,26 @@ class Agent:
     def plan(self, state: AgentState) -> dict[str, Any]:
         t0 = time.perf_counter()
         steps = state.get("steps", 0) + 1
-        if not self.backend.is_llm:
+        calls: list[dict[str, Any]] = []
+        unmet: list[str] = []
+        reply = None
+        if self.backend.is_llm:
+            try:
+                reply = self.backend.chat(self._plan_messages(state),
+                                          tools=[_tool_schema(t) for t in self.tools.values()])
+            except Exception:  # a broken model reply must not crash the turn: the router plans instead
+                log.exception("LLM planning failed; the deterministic router plans this step")
+        if reply is None and (not self.backend.is_llm or steps == 1):
             planned = plan_deterministic(_context(state), list(self.tools.values()), self.semantic)
             calls = [{"id": c.id, "name": c.name, "input": c.input, "reason": c.reason} for c in planned.calls]
             unmet = planned.unmet_ja
-        else:
-            reply = self.backend.chat(self._plan_messages(state), tools=[_tool_schema(t) for t in self.tools.values()])
-            calls = [{"id": c.id, "name": c.name, "input": c.args, "reason": "LLM"} for c in reply.tool_calls]
-            unmet = []
+        elif reply is not None:  # only the model's own reply counts; the guard checks each call in _run_call
+            calls = [{"id": str(c.id or f"call_{uuid.uuid4().hex[:8]}"), "name": str(c.name), "input": c.args,
+                      "reason": "LLM"} for c in reply.tool_calls]
         timings = {**state.get("timings", {}), f"plan_{steps}_s": round(time.perf_counter() - t0, 4)}
-        messages = [AIMessage(content="", tool_calls=[{"id": c["id"], "name": c["name"], "args": c["input"] or {}}
-                                                      for c in calls])] if calls else []
+        messages = [AIMessage(content="", tool_calls=[
+            {"id": c["id"], "name": c["name"], "args": c["input"] if isinstance(c["input"], dict) else {}}
+            for c in calls])] if calls else []
         return {"plan": calls, "unmet": unmet, "steps": steps, "timings": timings, "messages": messages}
 
     def execute(self, state: AgentState) -> dict[str, Any]:
@@ -318,9 +329,15 @@ class Agent:
         return tool.depends_on if tool else ()
 
     def _run_call(self, call: dict[str, Any], ctx: ToolContext) -> ToolResult:
-        tool = self.tools.get(call["name"])
+        name = call.get("name")
+        tool = self.tools.get(name) if isinstance(name, str) else None
+        if call.get("reason") == "LLM":  # a model's proposal: checked against the question and attachments
+            refusal = check_llm_call(name, call.get("input"), self.tools, ctx)
+            if refusal:
+                log.warning("LLM tool call refused: %s %s", name, refusal)
+                return _failed(str(name), refusal, f"guard: {refusal}")
         if tool is None:
-            return _failed(call["name"], f"ツール {call['name']} は登録されていません。", "unknown tool")
+            return _failed(str(name), f"ツール {name} は登録されていません。", "unknown tool")
         raw = call.get("input")
         if tool.depends_on:  # built from this turn's real results only: an LLM must not fill in findings
             built = tool.input_from_context(ctx)
@@ -328,7 +345,11 @@ class Agent:
                 return _failed(tool.name, f"{tool.name} に必要な結果（{'、'.join(tool.depends_on)}）が揃っていません。",
                                "dependencies missing")
             raw = built.model_dump(mode="json")
-        return tool(raw or {})
+        try:
+            return tool(raw if isinstance(raw, dict) else {})
+        except Exception as exc:  # a tool's own bug is a failed step, never a crashed turn
+            log.exception("tool %s raised", tool.name)
+            return _failed(tool.name, f"{tool.name} の実行中にエラーが発生しました。", repr(exc))
 
     def _plan_messages(self, state: AgentState) -> list[dict[str, Any]]:
         attachments = "\n".join(f"- {a['path']}（{a['kind']}: {a.get('detail', '')}）"
@@ -337,8 +358,19 @@ class Agent:
                 f"患者情報: {_patient_ja(state.get('patient', {})) or '（なし）'}")
         messages: list[dict[str, Any]] = [{"role": "system", "content": prompts.PLAN_SYSTEM_JA},
                                           {"role": "user", "content": user}]
-        for r in state.get("results", []):
-            messages.append({"role": "tool", "name": r.tool, "content": r.compact_json()})
+        # this turn's calls and results, as OpenAI-compatible servers require: the assistant message
+        # with its tool_calls first, then one tool message per call carrying its tool_call_id
+        history = list(state.get("messages", []))
+        last_human = max((i for i, m in enumerate(history) if isinstance(m, HumanMessage)), default=-1)
+        for m in history[last_human + 1:]:
+            if isinstance(m, AIMessage) and m.tool_calls:
+                messages.append({"role": "assistant", "content": "", "tool_calls": [
+                    {"id": c["id"], "type": "function",
+                     "function": {"name": c["name"], "arguments": json.dumps(c["args"], ensure_ascii=False)}}
+                    for c in m.tool_calls]})
+            elif isinstance(m, ToolMessage):
+                messages.append({"role": "tool", "tool_call_id": m.tool_call_id, "name": m.name or "",
+                                 "content": m.content if isinstance(m.content, str) else json.dumps(m.content)})
         return messages
 
     @staticmethod
