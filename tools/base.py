@@ -24,9 +24,12 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dokuei import __version__
+from dokuei.device import cuda_available, gpu_present
+from dokuei.device import importable as _importable
+from dokuei.errors import InputError, UnavailableError
 from dokuei.settings import Settings
 from dokuei.tools.context import ToolContext
-from dokuei.tools.weights import WeightsCheck, WeightSpec, check_weights, sha256_file
+from dokuei.weights import WeightsCheck, WeightSpec, check_weights, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -113,22 +116,10 @@ class ToolResult(BaseModel):
         return hashlib.sha256(self.model_dump_json(exclude={"provenance"}).encode()).hexdigest()
 
 
-class ToolInputError(Exception):
-    """Bad input a clinician can fix: the message is Japanese and shown as is."""
-
-    def __init__(self, message_ja: str, detail: str = "") -> None:
-        super().__init__(message_ja)
-        self.message_ja = message_ja
-        self.detail = detail or message_ja
-
-
-class ToolUnavailableError(Exception):
-    """The tool cannot run here (weights, GPU, licence): the message says how to fix it."""
-
-    def __init__(self, message_ja: str, detail: str = "") -> None:
-        super().__init__(message_ja)
-        self.message_ja = message_ja
-        self.detail = detail or message_ja
+#: the domain errors under the names tools have always used: the same classes, not subclasses, so a
+#: reader raising ``InputError`` is caught by ``except ToolInputError`` and vice versa
+ToolInputError = InputError
+ToolUnavailableError = UnavailableError
 
 
 @dataclass
@@ -282,28 +273,6 @@ class Tool(ABC, Generic[InputT]):
         prov.runtime_s = round(time.perf_counter() - t0, 4)
         return ToolResult(tool=self.name, status=status, input=input_json, output=output, summary_ja=summary_ja,
                           error_detail=detail, provenance=prov)
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
-
-
-def gpu_present() -> bool:
-    """Cheap check for an NVIDIA GPU without importing torch (used when listing tools)."""
-    import shutil
-
-    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
-
-
-def cuda_available() -> bool:
-    """True when torch is installed and sees a GPU. Imports torch only if it is installed."""
-    if not _importable("torch"):
-        return False
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 def _sha256_json(payload: Any) -> str:

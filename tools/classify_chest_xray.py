@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from dokuei.tools.base import Artifact, Outcome, Requirements, Tool, ToolUnavailableError
 from dokuei.tools.context import ToolContext
-from dokuei.tools.weights import WeightSpec
+from dokuei.weights import WeightSpec
 
 log = logging.getLogger(__name__)
 

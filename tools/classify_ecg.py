@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from dokuei.models.ecg_classifier import model_card
 from dokuei.tools.base import Outcome, Requirements, Tool, ToolInputError, ToolUnavailableError
 from dokuei.tools.context import ToolContext
-from dokuei.tools.weights import WeightSpec
+from dokuei.weights import WeightSpec
 
 log = logging.getLogger(__name__)
 

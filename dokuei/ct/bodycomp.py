@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from dokuei.errors import InputError as ToolInputError
 from dokuei.io.totalseg import Segmentation
 from dokuei.io.volume import Volume
 from dokuei.knowledge import load_json
-from dokuei.tools.base import ToolInputError
 
 
 def criteria() -> dict[str, Any]:

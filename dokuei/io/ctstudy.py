@@ -24,10 +24,10 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dokuei.errors import InputError
 from dokuei.io import dicom
 from dokuei.io.totalseg import TASKS, Segmentation, check_aligned, infer_task, load_segmentation, task_of_file
 from dokuei.io.volume import CT_NIFTI_NAMES, Volume, is_nifti
-from dokuei.tools.base import ToolInputError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _image_in(folder: Path) -> Path | None:
     if len(images) == 1:
         return images[0]
     if len(images) > 1:
-        raise ToolInputError(
+        raise InputError(
             f"フォルダ {folder.name} に CT 候補の NIfTI が複数あります"
             f"（{', '.join(p.name for p in images)}）。"
             "CT を ct.nii.gz という名前にしてください。",
@@ -74,7 +74,7 @@ def is_ct_study(path: Path) -> bool:
     """True for a folder holding a CT NIfTI or DICOM files (the attachment kind ``ct_series``)."""
     try:
         return path.is_dir() and _image_in(path) is not None
-    except ToolInputError:
+    except InputError:
         return False
 
 
@@ -101,17 +101,17 @@ def find_study(path: Path) -> CtStudy:
     """Where the CT and its segmentations are, for a study folder, a DICOM folder/zip or a NIfTI file."""
     path = Path(path)
     if not path.exists():
-        raise ToolInputError(f"{path.name} が見つかりません。", f"missing: {path}")
+        raise InputError(f"{path.name} が見つかりません。", f"missing: {path}")
     if path.is_file():
         if is_nifti(path) or zipfile.is_zipfile(path) or dicom.is_dicom_file(path):
             return CtStudy(path.parent, path)
-        raise ToolInputError(
+        raise InputError(
             f"{path.name} は CT として読めない形式です（NIfTI・DICOM・zip を指定してください）。",
             f"unsupported: {path}",
         )
     image = _image_in(path)
     if image is None:
-        raise ToolInputError(
+        raise InputError(
             f"フォルダ {path.name} に CT（ct.nii.gz または DICOM）が見つかりません。",
             f"no CT image in {path}",
         )

@@ -34,8 +34,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from dokuei.io.volume import Volume
-from dokuei.tools.base import ToolInputError
+from dokuei.errors import InputError as ToolInputError
+from dokuei.io.grid import Volume
 
 log = logging.getLogger(__name__)
 

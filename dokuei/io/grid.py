@@ -1,0 +1,48 @@
+"""The :class:`Volume` value: a 3D grid in RAS+ with its affine. Imports nothing of dokuei.
+
+It sits below both :mod:`dokuei.io.volume` (which dispatches a study to the NIfTI or DICOM reader) and
+:mod:`dokuei.io.dicom` (which builds volumes), so neither reader imports the other to name it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3D image in RAS+ canonical voxel order. ``array`` holds HU for CT, labels for masks."""
+
+    array: np.ndarray
+    affine: np.ndarray  # 4x4, voxel index -> RAS mm
+    source: str
+    modality: str = "CT"
+    #: what ingestion did or noticed (series chosen, tilt corrected…), in Japanese, for the summary
+    notes_ja: tuple[str, ...] = ()
+    #: non-identifying header facts (slice thickness, kernel, patient sex/age/height when given)
+    header: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        sx, sy, sz = np.linalg.norm(self.affine[:3, :3], axis=0)
+        return (float(sx), float(sy), float(sz))
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        sx, sy, sz = self.spacing_mm
+        return sx * sy * sz / 1000.0
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        i, j, k = self.array.shape
+        return (int(i), int(j), int(k))
+
+    @property
+    def pixel_area_cm2(self) -> float:
+        """Area of one in-plane (axial) pixel."""
+        sx, sy, _ = self.spacing_mm
+        return sx * sy / 100.0
