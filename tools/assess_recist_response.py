@@ -122,7 +122,12 @@ class AssessRecistResponse(Tool[AssessRecistResponseInput]):
         licence="Apache-2.0 (dokuei); RECIST 1.1 criteria (Eisenhauer 2009)",
         python_packages=("scipy", "skimage", "SimpleITK"),
     )
-    keywords_ja = ("前回と比べて", "前回比", "RECIST", "効果判定", "リンパ節", "増大", "縮小", "PD", "奏効")
+    keywords_ja = ("前回と比べて", "前回比", "前回から", "RECIST", "レシスト", "効果判定", "リンパ節", "増大", "縮小",
+                   "PD", "奏効", "経時", "比較")
+    keywords_en = ("compared with", "compare", "prior study", "response", "progression", "RECIST")
+    #: with two studies or more the comparison answers what a single-study measurement would
+    supersedes = ("measure_lymph_nodes",)
+    needs_ja = "比較する 2 時点以上の CT（ベースラインと今回、DICOM シリーズまたは NIfTI）を添付してください。"
     attachment_kinds = ("ct_series", "nifti")
 
     def run(self, inp: AssessRecistResponseInput) -> Outcome:
@@ -196,7 +201,5 @@ class AssessRecistResponse(Tool[AssessRecistResponseInput]):
             if not re.search(r"node|mask|seg|label", a.path.name, re.IGNORECASE) or a.path.is_dir()
         ]
         if len(studies) < 2:
-            return None
-        if not re.search(r"リンパ節|RECIST|効果判定|前回|比較|lymph", ctx.question, re.IGNORECASE):
             return None
         return AssessRecistResponseInput(study_paths=studies)

@@ -153,8 +153,19 @@ class Tool(ABC, Generic[InputT]):
     Input: ClassVar[type[BaseModel]]
     Output: ClassVar[type[BaseModel]]
     requires: ClassVar[Requirements]
-    #: phrases that route a question to this tool in the deterministic planner
+    #: phrases that route a question to this tool in the deterministic planner: the ONLY routing
+    #: vocabulary; ``input_from_context`` assembles an input and never re-decides whether the tool fits
     keywords_ja: ClassVar[tuple[str, ...]] = ()
+    #: the same for English questions (matched case-insensitively, whole words for ASCII phrases)
+    keywords_en: ClassVar[tuple[str, ...]] = ()
+    #: tools this one replaces when both are planned in a turn (precedence, declared as data)
+    supersedes: ClassVar[tuple[str, ...]] = ()
+    #: planned whenever one of its ``attachment_kinds`` is attached, even without a keyword
+    #: (the tool a bare "この心電図の所見は？" means)
+    runs_on_attachment: ClassVar[bool] = False
+    #: what to attach or write when the tool fits but its input cannot be built, as an ask
+    #: ("… を添付してください"); empty: derived from ``attachment_kinds``
+    needs_ja: ClassVar[str] = ""
     #: attachment kinds (see agent.attachments) this tool consumes
     attachment_kinds: ClassVar[tuple[str, ...]] = ()
     #: tools whose results (same turn) this tool reads from ``ToolContext.results``; it runs after them
@@ -176,7 +187,9 @@ class Tool(ABC, Generic[InputT]):
     def input_from_context(self, ctx: ToolContext) -> InputT | None:
         """Build an input from a question, attachments and patient context, or None if not applicable.
 
-        Used by the deterministic planner; LLM planners fill ``Input`` directly from its JSON schema.
+        Used by the deterministic planner once it has decided (from ``keywords_ja``/``keywords_en``)
+        that the tool fits; return None only when the input cannot be assembled (no file of the right
+        kind, no value to read). LLM planners fill ``Input`` directly from its JSON schema.
         """
         return None
 
