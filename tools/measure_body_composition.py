@@ -19,7 +19,7 @@ from dokuei.io.totalseg import totalseg_version
 from dokuei.io.volume import Volume
 from dokuei.tools.base import Artifact, Citation, Outcome, Requirements, Tool
 from dokuei.tools.context import ToolContext
-from dokuei.tools.segment_ct import CT_KINDS, LICENCE, fmt
+from dokuei.tools.segment_ct import CT_KINDS, LICENCE, fmt, split_ct_attachments
 
 
 class MeasureBodyCompositionInput(BaseModel):
@@ -222,12 +222,13 @@ class MeasureBodyComposition(Tool[MeasureBodyCompositionInput]):
         return str(path)
 
     def input_from_context(self, ctx: ToolContext) -> MeasureBodyCompositionInput | None:
-        attachments = ctx.of_kind("ct_series", "nifti")
-        if not attachments:
+        images, masks = split_ct_attachments(ctx)
+        if not images:
             return None
         p = ctx.patient
         return MeasureBodyCompositionInput(
-            study_path=attachments[0].path,
+            study_path=images[0],
+            segmentation_paths=masks,
             sex=p.sex,
             age_years=p.age_years,
             height_cm=p.height_cm,

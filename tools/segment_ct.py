@@ -186,11 +186,22 @@ class SegmentCt(Tool[SegmentCtInput]):
 
     def input_from_context(self, ctx: ToolContext) -> SegmentCtInput | None:
         """The first CT attached and the structures the question names (none named: every structure)."""
-        attachments = ctx.of_kind("ct_series", "nifti")
-        if not attachments:
+        images, masks = split_ct_attachments(ctx)
+        if not images:
             return None
         structures = structures_in_question(unicodedata.normalize("NFKC", ctx.question))
-        return SegmentCtInput(study_path=attachments[0].path, structures=structures)
+        return SegmentCtInput(study_path=images[0], segmentation_path=masks[0] if masks else None,
+                              structures=structures)
+
+
+def split_ct_attachments(ctx: ToolContext) -> tuple[list[Path], list[Path]]:
+    """(CT images, mask folders) among the attachments: ``segmentations/`` attached beside its ``ct.nii.gz``
+    is a mask folder for that CT, not a second study (the pipeline checks that it lies on the CT's grid)."""
+    from dokuei.io.ctstudy import is_mask_folder
+
+    paths = [a.path for a in ctx.of_kind("ct_series", "nifti")]
+    masks = [p for p in paths if is_mask_folder(p)]
+    return [p for p in paths if p not in masks], masks
 
 
 def structures_in_question(question: str) -> list[str]:

@@ -252,6 +252,26 @@ def infer_task(names: set[str]) -> str:
     return best
 
 
+def tasks_of_masks(names: set[str]) -> dict[str, set[str]]:
+    """Each mask name to the task that makes it: users write several tasks into one output folder.
+
+    The tasks' class sets do not overlap, so a name belongs to at most one task; a name no task knows
+    goes with the task holding most of the others (it keeps its own label, see load_segmentation).
+    """
+    groups: dict[str, set[str]] = {}
+    unknown: set[str] = set()
+    for name in names:
+        task = next((t for t in TASKS if name in class_map(t).values()), None)
+        if task is None:
+            unknown.add(name)
+        else:
+            groups.setdefault(task, set()).add(name)
+    if unknown:
+        biggest = max(groups, key=lambda t: len(groups[t]), default="total")
+        groups.setdefault(biggest, set()).update(unknown)
+    return groups
+
+
 def task_of_file(path: Path) -> str:
     """The task of a multilabel file: its name when that is a task, else read from its label table."""
     import nibabel as nib
@@ -316,8 +336,16 @@ def load_segmentation(path: Path, *, task: str | None = None) -> Segmentation:
             raise InputError(
                 f"フォルダ {path.name} にマスク（NIfTI）がありません。", f"no masks in {path}"
             )
-        mask_names = {p.name.split(".")[0] for p in masks}
-        task = task or infer_task(mask_names)
+        by_task = tasks_of_masks({p.name.split(".")[0] for p in masks})
+        task = task or infer_task(set().union(*by_task.values()))
+        if task in by_task:  # a folder holding several tasks' masks: this task's only
+            masks = [p for p in masks if p.name.split(".")[0] in by_task[task]]
+        else:
+            raise InputError(
+                f"フォルダ {path.name} に {task} タスクのマスクがありません"
+                f"（あるのは {', '.join(sorted(by_task))} のマスクです）。",
+                f"no {task} masks in {path}: {sorted(by_task)}",
+            )
         ids = {v: k for k, v in class_map(task).items()}
         next_id = max(ids.values(), default=0) + 1
         labels: np.ndarray | None = None
