@@ -95,3 +95,22 @@ def test_mask_folder_attached_beside_its_ct(
     inp = tool.input_from_context(ToolContext("SMI は？", attachments[::-1] if reverse else attachments, PATIENT))
     assert inp is not None and inp.study_path == ct and inp.segmentation_paths == [seg]
     _check_acceptance(tool(inp), truth)
+
+
+def test_every_not_assessable_says_why(phantom_study: Path, ct_settings: Settings, tmp_path: Path) -> None:
+    # total only (no muscle masks): SMI and muscle HU name the missing mask; no height: PMI names the height
+    study = tmp_path / "s"
+    (study / "segmentations").mkdir(parents=True)
+    shutil.copy(phantom_study / "ct.nii.gz", study / "ct.nii.gz")
+    shutil.copy(phantom_study / "segmentations" / "total.nii.gz", study / "segmentations" / "total.nii.gz")
+    result = MeasureBodyComposition(ct_settings)({"study_path": str(study), "sex": "F", "write_overlay": False})
+    judged = {j["criterion_id"]: j for j in output(result)["judgements"]}
+    texts = [j["result_ja"] for j in judged.values() if j["result"] == "not_assessable"]
+    assert len(texts) == len(judged) == 3  # all three cannot be judged here
+    assert all("値を計算できない" not in t for t in texts)
+    # SMI: the muscle mask is missing; PMI: the psoas area is there, the height is not; muscle HU (cut-off
+    # by BMI): both the BMI and the muscle mask are missing, and both are said
+    assert "skeletal_muscle" in judged["jsh_smi_l3"]["result_ja"]
+    assert "身長が不明" in judged["jsh_pmi_l3"]["result_ja"] and "マスク" not in judged["jsh_pmi_l3"]["result_ja"]
+    martin = judged["martin_muscle_attenuation"]["result_ja"]
+    assert "BMI" in martin and "skeletal_muscle" in martin
