@@ -15,7 +15,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -57,6 +57,12 @@ class Plan:
 
 def _norm(text: str) -> str:
     return unicodedata.normalize("NFKC", text).lower()
+
+
+class Scorer(Protocol):
+    """What the planner needs of an embedder: a similarity per tool (empty: no semantic routing)."""
+
+    def scores(self, question: str, tools: list[Tool]) -> dict[str, float]: ...
 
 
 class SemanticRouter:
@@ -132,7 +138,7 @@ def _phrase_in(phrase: str, text: str) -> bool:
     return phrase in text
 
 
-def plan_deterministic(ctx: ToolContext, tools: list[Tool], semantic: SemanticRouter) -> Plan:
+def plan_deterministic(ctx: ToolContext, tools: list[Tool], semantic: Scorer) -> Plan:
     """Which tools answer the question, each with its input; or, when none can, what to ask for.
 
     A tool fits when one of its routing phrases is in the question, or when it ``runs_on_attachment``

@@ -20,7 +20,7 @@ import pytest
 from dokuei.io import totalseg
 from dokuei.settings import Settings
 from dokuei.testdata import package_file
-from dokuei.tools.base import ToolStatus
+from dokuei.tools.base import Tool, ToolStatus
 from dokuei.tools.context import Attachment, PatientContext, ToolContext
 from dokuei.tools.measure_body_composition import MeasureBodyComposition
 from dokuei.tools.segment_ct import SegmentCt, structures_in_question
@@ -67,7 +67,7 @@ def test_subset_from_a_japanese_question(phantom_study: Path, ct_settings: Setti
     from dokuei.agent.router import plan_deterministic
     from tests.routing_cases import NoSemantic
 
-    both = [tool, MeasureBodyComposition(ct_settings)]
+    both: list[Tool[Any]] = [tool, MeasureBodyComposition(ct_settings)]
     for question in ("L3 の骨格筋量は？", "内臓脂肪の体積は？"):
         plan = plan_deterministic(ToolContext(question, [Attachment(phantom_study, "ct_series")]), both, NoSemantic())
         assert [c.name for c in plan.calls] == ["measure_body_composition"], question
