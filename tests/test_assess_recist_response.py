@@ -260,3 +260,44 @@ def test_input_from_context_needs_two_studies(pair, settings):
     inp = tool.input_from_context(ctx)
     assert inp is not None and inp.study_paths == [baseline, followup]
     assert tool.input_from_context(ToolContext(q, [Attachment(baseline, "ct_series")])) is None
+
+
+def test_roles_order_the_studies_whatever_the_attach_order(pair, settings, tmp_path):
+    # undated copies (no study.json), attached follow-up first: only the roles the UI wrote
+    # (.dokuei-study.json) can tell which is the baseline; the answer must still be PD (see the pair test)
+    import shutil
+
+    copies = {}
+    for src, role in ((pair[1], "current"), (pair[0], "baseline")):
+        dst = tmp_path / src.name
+        shutil.copytree(src, dst)
+        (dst / "study.json").unlink()
+        (dst / ".dokuei-study.json").write_text(json.dumps({"role": role}))
+        copies[role] = dst
+    tool = AssessRecistResponse(settings)
+    ctx = ToolContext("前回と比べて", [Attachment(copies["current"], "ct_series"),
+                                      Attachment(copies["baseline"], "ct_series")])
+    inp = tool.input_from_context(ctx)
+    assert inp is not None and inp.study_roles == ["current", "baseline"]
+    result = tool(inp.model_copy(update={"render_overlay": False}))
+    out = _out(result)
+    assert out["order_basis"] == "study_role" and out["overall_response"] == "PD"
+    assert (out["baseline_study"], out["followup_study"]) == ("baseline", "followup")
+    assert "役割" in result.summary_ja
+
+
+def test_roles_that_contradict_the_dates_are_followed_and_flagged(pair, settings, tmp_path):
+    import shutil
+
+    copies = []
+    for src, role in ((pair[0], "current"), (pair[1], "baseline")):  # roles against the dates
+        dst = tmp_path / src.name
+        shutil.copytree(src, dst)
+        (dst / ".dokuei-study.json").write_text(json.dumps({"role": role}))
+        copies.append(dst)
+    tool = AssessRecistResponse(settings)
+    inp = tool.input_from_context(ToolContext("RECIST", [Attachment(p, "ct_series") for p in copies]))
+    assert inp is not None
+    result = tool(inp.model_copy(update={"render_overlay": False}))
+    assert _out(result)["baseline_study"] == "followup"
+    assert "一致しません" in result.summary_ja

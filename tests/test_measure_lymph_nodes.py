@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from dokuei.agent.router import keyword_hits
 from dokuei.io.volume import Volume, load_volume
 from dokuei.lymph.axes import measure_node
 from dokuei.lymph.grow import grow_from_click
 from dokuei.phantoms.nodes import EllipsoidNode, Grid, implant_node, pair_studies, write_pair, write_study
 from dokuei.settings import Settings
 from dokuei.testdata import package_file
+from dokuei.tools.assess_recist_response import AssessRecistResponse
 from dokuei.tools.base import ToolInputError, ToolResult, ToolStatus
 from dokuei.tools.context import Attachment, ToolContext
 from dokuei.tools.measure_lymph_nodes import MeasureLymphNodes
@@ -202,6 +204,10 @@ def test_input_from_context_single_study_only(pair, tool):
     inp = tool.input_from_context(ToolContext(q, [Attachment(baseline, "ct_series")]))
     assert inp is not None and inp.study_path == baseline
     assert [c.point for c in inp.clicks] == [(120.0, 88.0, 40.0)]
+    # two studies: the first is measured; assess_recist_response, which supersedes this tool, compares them
     two = [Attachment(baseline, "ct_series"), Attachment(followup, "ct_series")]
-    assert tool.input_from_context(ToolContext(q, two)) is None
-    assert tool.input_from_context(ToolContext("肺に結節は？", [Attachment(baseline, "ct_series")])) is None
+    inp_two = tool.input_from_context(ToolContext(q, two))
+    assert inp_two is not None and inp_two.study_path == baseline
+    assert "measure_lymph_nodes" in AssessRecistResponse.supersedes
+    # whether a question is about lymph nodes is the router's call, from the keywords
+    assert keyword_hits("肺に結節は？", tool) == [] and keyword_hits(q, tool) == ["リンパ節", "短径"]

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from dokuei import testdata
+from dokuei.agent.router import keyword_hits
 from dokuei.knowledge.archive import ReportArchive
 from dokuei.knowledge.filters import Filters
 from dokuei.knowledge.importers import import_rows
@@ -127,7 +128,9 @@ def test_tool_input_from_japanese_questions(tool: SearchReports) -> None:
     inp = tool.input_from_context(ctx)
     assert inp is not None
     assert (inp.query, inp.modality, inp.body_part, inp.patient_id) == ("結節", "CT", "胸部", "P-1")
-    assert tool.input_from_context(ToolContext("HbA1c 6.8% は要受診ですか？")) is None
+    # whether a question is a search is the router's call, from the tool's keywords
+    assert keyword_hits("HbA1c 6.8% は要受診ですか？", tool) == []
+    assert keyword_hits("reports mentioning hiatal hernia", tool) == ["reports mentioning", "reports"]
     q, _, similar = query_from_question("肝 S8 に 15mm の低吸収域、類似症例のレポートを見せて")
     assert (q, similar) == ("肝 S8 に 15mm の低吸収域", True)
 

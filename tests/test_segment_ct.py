@@ -20,8 +20,9 @@ import pytest
 from dokuei.io import totalseg
 from dokuei.settings import Settings
 from dokuei.testdata import package_file
-from dokuei.tools.base import ToolStatus
+from dokuei.tools.base import Tool, ToolStatus
 from dokuei.tools.context import Attachment, PatientContext, ToolContext
+from dokuei.tools.measure_body_composition import MeasureBodyComposition
 from dokuei.tools.segment_ct import SegmentCt, structures_in_question
 
 from .ct_helpers import ct_settings_fixture, output, phantom_study_fixture, truth_fixture  # noqa: F401
@@ -61,11 +62,15 @@ def test_subset_from_a_japanese_question(phantom_study: Path, ct_settings: Setti
     assert inp is not None and set(inp.structures) == {"liver", "spleen", "kidney_left", "kidney_right"}
     result = tool(inp)
     assert result.ok and len(output(result)["structures"]) == 4
-    # questions that are not about organs, or have no CT, are left to other tools
-    assert (
-        tool.input_from_context(ToolContext("L3 の骨格筋量は？", [Attachment(phantom_study, "ct_series")]))
-        is None
-    )
+    # a body-composition question goes to measure_body_composition (the router, from the keywords and the
+    # declared precedence); without a CT there is no input to build
+    from dokuei.agent.router import plan_deterministic
+    from tests.routing_cases import NoSemantic
+
+    both: list[Tool[Any]] = [tool, MeasureBodyComposition(ct_settings)]
+    for question in ("L3 の骨格筋量は？", "内臓脂肪の体積は？"):
+        plan = plan_deterministic(ToolContext(question, [Attachment(phantom_study, "ct_series")]), both, NoSemantic())
+        assert [c.name for c in plan.calls] == ["measure_body_composition"], question
     assert tool.input_from_context(ToolContext("肝臓の体積は？", [])) is None
     assert set(structures_in_question("右腎と左副腎")) == {"kidney_right", "adrenal_gland_left"}
 

@@ -68,7 +68,9 @@ class AdviseCardiology(Tool[AdviseCardiologyInput]):
     Output: ClassVar[type[BaseModel]] = AdviseCardiologyOutput
     requires: ClassVar[Requirements] = Requirements(device="cpu", licence="Apache-2.0 (dokuei rule table)")
     keywords_ja: ClassVar[tuple[str, ...]] = ("循環器", "受診", "心不全", "心電図と胸部", "何が疑われる")
+    keywords_en: ClassVar[tuple[str, ...]] = ("cardiology", "referral", "heart failure")
     attachment_kinds: ClassVar[tuple[str, ...]] = ("ecg", "chest_xray")
+    needs_ja: ClassVar[str] = "同じ患者の心電図ファイルと胸部 X 線画像を添付してください。"
     depends_on: ClassVar[tuple[str, ...]] = ("analyze_ecg", "classify_chest_xray")
 
     def input_from_context(self, ctx: ToolContext) -> AdviseCardiologyInput | None:

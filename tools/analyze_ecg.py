@@ -122,7 +122,10 @@ class AnalyzeEcg(Tool[AnalyzeEcgInput]):
         "QRS",
         "調律",
     )
+    keywords_en: ClassVar[tuple[str, ...]] = ("ECG", "EKG", "QT", "QTc", "heart rate", "arrhythmia", "axis", "PVC")
     attachment_kinds: ClassVar[tuple[str, ...]] = ("ecg",)
+    runs_on_attachment: ClassVar[bool] = True
+    needs_ja: ClassVar[str] = "心電図ファイル（DICOM 波形、WFDB、CSV、HL7 aECG）を添付してください。"
 
     def input_from_context(self, ctx: ToolContext) -> AnalyzeEcgInput | None:
         ecgs = ctx.of_kind("ecg")

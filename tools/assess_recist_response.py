@@ -1,7 +1,9 @@
 """assess_recist_response: lymph-node response (CR/PR/SD/PD) per RECIST 1.1 against prior CT studies.
 
-Each study is measured as ``measure_lymph_nodes`` does; studies are put in time order (study dates win
-over the order given; without dates, the given order: first = baseline, last = follow-up). Targets are
+Each study is measured as ``measure_lymph_nodes`` does; studies are put in time order: by the roles set
+in the UI (``<study>/.dokuei-study.json``: baseline < prior < current) when every study has one, else
+by study date, else in the order given (first = baseline, last = follow-up); the answer says which, and
+says so when roles and dates disagree. Targets are
 chosen at baseline; consecutive studies are aligned and nodes matched by position, size breaking ties;
 ambiguous matches are reported, never guessed. The response uses the baseline sum (PR) and the nadir
 (PD), thresholds from knowledge/data/recist_1_1.json.
@@ -9,6 +11,8 @@ ambiguous matches are reported, never guessed. The response uses the baseline su
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from datetime import date
 from pathlib import Path
@@ -20,6 +24,27 @@ from dokuei.lymph import report_ja
 from dokuei.lymph.recist import MatchParams, load_rules
 from dokuei.tools.base import Artifact, Citation, Outcome, Requirements, Tool, ToolInputError
 from dokuei.tools.context import ToolContext
+
+log = logging.getLogger(__name__)
+
+StudyRole = Literal["baseline", "prior", "current"]
+#: time rank of each role: the baseline first, the current study last
+ROLE_RANK: dict[str, int] = {"baseline": 0, "prior": 1, "current": 2}
+#: the file the UI writes into a study folder to say which study it is
+STUDY_META_FILE = ".dokuei-study.json"
+
+
+def study_role(path: Path) -> StudyRole | None:
+    """The role recorded in ``<study>/.dokuei-study.json`` (written by the UI), or None."""
+    meta = (path if path.is_dir() else path.parent) / STUDY_META_FILE
+    if not meta.is_file():
+        return None
+    try:
+        role = json.loads(meta.read_text(encoding="utf-8")).get("role")
+    except (OSError, ValueError, AttributeError):
+        log.warning("unreadable study metadata %s", meta)
+        return None
+    return role if role in ROLE_RANK else None
 
 
 class AssessRecistResponseInput(BaseModel):
@@ -34,6 +59,11 @@ class AssessRecistResponseInput(BaseModel):
     )
     study_dates: list[str | None] | None = Field(
         default=None, description="ISO dates per study, override study.json"
+    )
+    study_roles: list[StudyRole | None] | None = Field(
+        default=None,
+        description="role of each study, same order (baseline < prior < current); when every study has one, "
+        "the roles decide the order (the UI writes them to <study>/.dokuei-study.json)",
     )
     match_gate_mm: float = Field(
         default=15.0,
@@ -88,8 +118,9 @@ class AmbiguousMatch(BaseModel):
 
 class AssessRecistResponseOutput(BaseModel):
     criteria: str = Field(description="'RECIST 1.1'")
-    order_basis: Literal["study_date", "attachment_order"] = Field(
-        description="how baseline/follow-up were ordered"
+    order_basis: Literal["study_role", "study_date", "attachment_order"] = Field(
+        description="how baseline/follow-up were ordered: the roles set in the UI, the study dates, or the "
+        "order given"
     )
     baseline_study: str
     followup_study: str
@@ -122,7 +153,12 @@ class AssessRecistResponse(Tool[AssessRecistResponseInput]):
         licence="Apache-2.0 (dokuei); RECIST 1.1 criteria (Eisenhauer 2009)",
         python_packages=("scipy", "skimage", "SimpleITK"),
     )
-    keywords_ja = ("前回と比べて", "前回比", "RECIST", "効果判定", "リンパ節", "増大", "縮小", "PD", "奏効")
+    keywords_ja = ("前回と比べて", "前回比", "前回から", "RECIST", "レシスト", "効果判定", "リンパ節", "増大", "縮小",
+                   "PD", "奏効", "経時", "比較")
+    keywords_en = ("compared with", "compare", "prior study", "response", "progression", "RECIST")
+    #: with two studies or more the comparison answers what a single-study measurement would
+    supersedes = ("measure_lymph_nodes",)
+    needs_ja = "比較する 2 時点以上の CT（ベースラインと今回、DICOM シリーズまたは NIfTI）を添付してください。"
     attachment_kinds = ("ct_series", "nifti")
 
     def run(self, inp: AssessRecistResponseInput) -> Outcome:
@@ -149,8 +185,17 @@ class AssessRecistResponse(Tool[AssessRecistResponseInput]):
                     raise ToolInputError(message, str(exc)) from exc
         notes: list[str] = []
         order = list(range(n))
-        basis: Literal["study_date", "attachment_order"] = "attachment_order"
-        if all(s.study_date is not None for s in studies):
+        roles = inp.study_roles or [None] * n
+        basis: Literal["study_role", "study_date", "attachment_order"] = "attachment_order"
+        if len(roles) == n and all(r is not None for r in roles):
+            basis = "study_role"
+            order = sorted(order, key=lambda i: (ROLE_RANK[str(roles[i])], i))
+            if order != list(range(n)):
+                notes.append("指定された検査の役割（ベースライン・前回・今回）に基づき、順序を入れ替えて比較しました。")
+            by_date = [studies[i].study_date for i in order]
+            if all(d is not None for d in by_date) and by_date != sorted(by_date):  # type: ignore[type-var]
+                notes.append("検査日の順序が指定された役割と一致しません。役割に従って比較しました。検査日を確認してください。")
+        elif all(s.study_date is not None for s in studies):
             basis = "study_date"
             order = sorted(order, key=lambda i: (studies[i].study_date, i))
             if order != list(range(n)):
@@ -197,6 +242,5 @@ class AssessRecistResponse(Tool[AssessRecistResponseInput]):
         ]
         if len(studies) < 2:
             return None
-        if not re.search(r"リンパ節|RECIST|効果判定|前回|比較|lymph", ctx.question, re.IGNORECASE):
-            return None
-        return AssessRecistResponseInput(study_paths=studies)
+        roles = [study_role(p) for p in studies]
+        return AssessRecistResponseInput(study_paths=studies, study_roles=roles if any(roles) else None)

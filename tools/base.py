@@ -26,9 +26,12 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dokuei import __version__
+from dokuei.device import cuda_available, gpu_present
+from dokuei.device import importable as _importable
+from dokuei.errors import InputError, UnavailableError
 from dokuei.settings import Settings
 from dokuei.tools.context import ToolContext
-from dokuei.tools.weights import WeightsCheck, WeightSpec, check_weights, sha256_file
+from dokuei.weights import WeightsCheck, WeightSpec, check_weights, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -118,22 +121,10 @@ class ToolResult(BaseModel):
         return hashlib.sha256(self.model_dump_json(exclude={"provenance"}).encode()).hexdigest()
 
 
-class ToolInputError(Exception):
-    """Bad input a clinician can fix: the message is Japanese and shown as is."""
-
-    def __init__(self, message_ja: str, detail: str = "") -> None:
-        super().__init__(message_ja)
-        self.message_ja = message_ja
-        self.detail = detail or message_ja
-
-
-class ToolUnavailableError(Exception):
-    """The tool cannot run here (weights, GPU, licence): the message says how to fix it."""
-
-    def __init__(self, message_ja: str, detail: str = "") -> None:
-        super().__init__(message_ja)
-        self.message_ja = message_ja
-        self.detail = detail or message_ja
+#: the domain errors under the names tools have always used: the same classes, not subclasses, so a
+#: reader raising ``InputError`` is caught by ``except ToolInputError`` and vice versa
+ToolInputError = InputError
+ToolUnavailableError = UnavailableError
 
 
 @dataclass
@@ -167,8 +158,19 @@ class Tool(ABC, Generic[InputT]):
     Input: ClassVar[type[BaseModel]]
     Output: ClassVar[type[BaseModel]]
     requires: ClassVar[Requirements]
-    #: phrases that route a question to this tool in the deterministic planner
+    #: phrases that route a question to this tool in the deterministic planner: the ONLY routing
+    #: vocabulary; ``input_from_context`` assembles an input and never re-decides whether the tool fits
     keywords_ja: ClassVar[tuple[str, ...]] = ()
+    #: the same for English questions (matched case-insensitively, whole words for ASCII phrases)
+    keywords_en: ClassVar[tuple[str, ...]] = ()
+    #: tools this one replaces when both are planned in a turn (precedence, declared as data)
+    supersedes: ClassVar[tuple[str, ...]] = ()
+    #: planned whenever one of its ``attachment_kinds`` is attached, even without a keyword
+    #: (the tool a bare "この心電図の所見は？" means)
+    runs_on_attachment: ClassVar[bool] = False
+    #: what to attach or write when the tool fits but its input cannot be built, as an ask
+    #: ("… を添付してください"); empty: derived from ``attachment_kinds``
+    needs_ja: ClassVar[str] = ""
     #: attachment kinds (see agent.attachments) this tool consumes
     attachment_kinds: ClassVar[tuple[str, ...]] = ()
     #: tools whose results (same turn) this tool reads from ``ToolContext.results``; it runs after them
@@ -190,7 +192,9 @@ class Tool(ABC, Generic[InputT]):
     def input_from_context(self, ctx: ToolContext) -> InputT | None:
         """Build an input from a question, attachments and patient context, or None if not applicable.
 
-        Used by the deterministic planner; LLM planners fill ``Input`` directly from its JSON schema.
+        Used by the deterministic planner once it has decided (from ``keywords_ja``/``keywords_en``)
+        that the tool fits; return None only when the input cannot be assembled (no file of the right
+        kind, no value to read). LLM planners fill ``Input`` directly from its JSON schema.
         """
         return None
 
@@ -299,28 +303,6 @@ class Tool(ABC, Generic[InputT]):
         prov.runtime_s = round(time.perf_counter() - t0, 4)
         return ToolResult(tool=self.name, status=status, input=input_json, output=output, summary_ja=summary_ja,
                           error_detail=detail, provenance=prov)
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
-
-
-def gpu_present() -> bool:
-    """Cheap check for an NVIDIA GPU without importing torch (used when listing tools)."""
-    import shutil
-
-    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
-
-
-def cuda_available() -> bool:
-    """True when torch is installed and sees a GPU. Imports torch only if it is installed."""
-    if not _importable("torch"):
-        return False
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 def _sha256_json(payload: Any) -> str:

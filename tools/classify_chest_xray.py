@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from dokuei.tools.base import Artifact, Outcome, Requirements, Tool, ToolUnavailableError
 from dokuei.tools.context import ToolContext
-from dokuei.tools.weights import WeightSpec
+from dokuei.weights import WeightSpec
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,12 @@ class ClassifyChestXray(Tool[ClassifyChestXrayInput]):
         "肺炎",
         "CXR",
     )
+    keywords_en: ClassVar[tuple[str, ...]] = (
+        "chest x-ray", "chest radiograph", "CXR", "cardiomegaly", "pleural effusion", "pneumothorax", "edema",
+    )
     attachment_kinds: ClassVar[tuple[str, ...]] = ("chest_xray",)
+    runs_on_attachment: ClassVar[bool] = True
+    needs_ja: ClassVar[str] = "胸部 X 線画像（DICOM または PNG/JPEG）を添付してください。"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from dokuei.models.ecg_classifier import model_card
 from dokuei.tools.base import Outcome, Requirements, Tool, ToolInputError, ToolUnavailableError
 from dokuei.tools.context import ToolContext
-from dokuei.tools.weights import WeightSpec
+from dokuei.weights import WeightSpec
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,9 @@ class ClassifyEcg(Tool[ClassifyEcgInput]):
         python_packages=("torch", "scipy"),
     )
     keywords_ja: ClassVar[tuple[str, ...]] = KEYWORDS_JA
+    keywords_en: ClassVar[tuple[str, ...]] = (
+        "AI", "deep learning", "LVSD", "ejection fraction", "myocardial infarction", "hypertrophy", "PTB-XL",
+    )
     attachment_kinds: ClassVar[tuple[str, ...]] = ("ecg",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -154,10 +157,10 @@ class ClassifyEcg(Tool[ClassifyEcgInput]):
         self.arch: dict[str, Any] = {}
 
     def input_from_context(self, ctx: ToolContext) -> ClassifyEcgInput | None:
-        """Only for a question that asks for the model (keywords), never for every attached ECG."""
+        """The first ECG attached. The router plans this tool only for a question asking for the model
+        (``keywords_ja``), never for every attached ECG: analyze_ecg answers a plain one."""
         ecgs = ctx.of_kind("ecg")
-        question = _norm(ctx.question)
-        if not ecgs or not any(_norm(k) in question for k in self.keywords_ja):
+        if not ecgs:
             return None
         return ClassifyEcgInput(ecg_path=ecgs[0].path)
 

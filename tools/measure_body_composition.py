@@ -8,8 +8,6 @@ says so; every area is still reported. The L3 slice with tissues coloured is wri
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -21,11 +19,7 @@ from dokuei.io.totalseg import totalseg_version
 from dokuei.io.volume import Volume
 from dokuei.tools.base import Artifact, Citation, Outcome, Requirements, Tool
 from dokuei.tools.context import ToolContext
-from dokuei.tools.segment_ct import CT_KINDS, LICENCE, fmt
-
-QUESTION_RE = re.compile(
-    r"L3|骨格筋|筋肉量|筋量|サルコペニア|SMI|PMI|大腰筋|腸腰筋|体組成|内臓脂肪|皮下脂肪|筋肉の質|筋内脂肪"
-)
+from dokuei.tools.segment_ct import CT_KINDS, LICENCE, fmt, split_ct_attachments
 
 
 class MeasureBodyCompositionInput(BaseModel):
@@ -124,19 +118,16 @@ class MeasureBodyComposition(Tool[MeasureBodyCompositionInput]):
         python_packages=("nibabel", "pydicom"),
     )
     keywords_ja: ClassVar[tuple[str, ...]] = (
-        "L3",
-        "骨格筋",
-        "骨格筋量",
-        "筋肉量",
-        "サルコペニア",
-        "SMI",
-        "PMI",
-        "大腰筋",
-        "体組成",
-        "内臓脂肪",
-        "皮下脂肪",
-        "筋内脂肪",
+        "L3", "骨格筋", "骨格筋量", "筋肉量", "筋量", "サルコペニア", "SMI", "PMI", "大腰筋", "腸腰筋", "体組成",
+        "内臓脂肪", "皮下脂肪", "筋内脂肪", "筋肉の質",
     )
+    keywords_en: ClassVar[tuple[str, ...]] = (
+        "skeletal muscle", "muscle area", "sarcopenia", "body composition", "visceral fat", "subcutaneous fat",
+        "psoas", "SMI",
+    )
+    #: a body-composition question names fat or muscle volumes too; the L3 measurement answers it
+    supersedes: ClassVar[tuple[str, ...]] = ("segment_ct",)
+    needs_ja: ClassVar[str] = "L3 椎体を含む腹部 CT（DICOM シリーズまたは NIfTI）を添付してください。"
     attachment_kinds: ClassVar[tuple[str, ...]] = CT_KINDS
 
     def run(self, inp: MeasureBodyCompositionInput) -> Outcome:
@@ -231,12 +222,13 @@ class MeasureBodyComposition(Tool[MeasureBodyCompositionInput]):
         return str(path)
 
     def input_from_context(self, ctx: ToolContext) -> MeasureBodyCompositionInput | None:
-        attachments = ctx.of_kind("ct_series", "nifti")
-        if not attachments or not QUESTION_RE.search(unicodedata.normalize("NFKC", ctx.question)):
+        images, masks = split_ct_attachments(ctx)
+        if not images:
             return None
         p = ctx.patient
         return MeasureBodyCompositionInput(
-            study_path=attachments[0].path,
+            study_path=images[0],
+            segmentation_paths=masks,
             sex=p.sex,
             age_years=p.age_years,
             height_cm=p.height_cm,

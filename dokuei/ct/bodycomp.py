@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from dokuei.errors import InputError as ToolInputError
 from dokuei.io.totalseg import Segmentation
 from dokuei.io.volume import Volume, refuse_non_finite
 from dokuei.knowledge import load_json
-from dokuei.tools.base import ToolInputError
 
 
 def criteria() -> dict[str, Any]:
@@ -182,6 +182,25 @@ def measure(
     return result
 
 
+#: what a missing measure needs: (the area it is computed from, the mask that area comes from)
+_MUSCLE_MASK_JA = "skeletal_muscle（tissue_types）または腹筋群（abdominal_muscles）のマスク"
+_NEEDS_JA = {
+    "smi_cm2_per_m2": ("sma_cm2", f"骨格筋面積（SMA）の元になる {_MUSCLE_MASK_JA}"),
+    "pmi_cm2_per_m2": ("psoas_area_cm2", "大腰筋面積の元になる大腰筋（abdominal_muscles または total）のマスク"),
+    "muscle_hu_mean": ("sma_cm2", f"骨格筋 CT 値の元になる {_MUSCLE_MASK_JA}"),
+}
+
+
+def _why_no_value(bc: BodyComposition, measure: str) -> str:
+    """Why ``measure`` has no value: which mask is missing, or that the height is (index = area / height²)."""
+    area, needs_ja = _NEEDS_JA.get(measure, ("", ""))
+    if not area:
+        return f"{measure} を計算できない"
+    if getattr(bc, area) is None:
+        return f"{needs_ja}がない"
+    return "身長が不明（指数 = 面積 / 身長²）"
+
+
 def _judge(bc: BodyComposition, sex: str | None) -> list[Judgement]:
     c = criteria()
     out = []
@@ -202,7 +221,8 @@ def _judge(bc: BodyComposition, sex: str | None) -> list[Judgement]:
                     ):
                         cutoff = rule["cutoff"]
         if value is None:
-            reason = reason or "値を計算できない"
+            why = _why_no_value(bc, crit["measure"])
+            reason = f"{reason}、{why}" if reason else why
         if value is None or cutoff is None:
             result, result_ja = "not_assessable", f"判定不能（{reason}）"
         elif value < cutoff:

@@ -12,12 +12,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dokuei.errors import UnavailableError
 from dokuei.io import totalseg
 from dokuei.io.ctstudy import find_study, load_segmentations
 from dokuei.io.totalseg import Segmentation, TaskName
 from dokuei.io.volume import Volume, check_hu_plausible, load_volume
 from dokuei.settings import Settings
-from dokuei.tools.base import ToolUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def prepare(
         weights = totalseg.find_weights(task, task_fast, settings) if run_missing else None
         if weights is None:
             if task in required:
-                raise ToolUnavailableError(
+                raise UnavailableError(
                     totalseg.install_ja(task, task_fast, settings)
                     + " 事前に TotalSegmentator で作ったセグメンテーション"
                     "（segmentations/ フォルダ）を添付しても使えます。",

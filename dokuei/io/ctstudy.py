@@ -24,10 +24,18 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dokuei.errors import InputError
 from dokuei.io import dicom
-from dokuei.io.totalseg import TASKS, Segmentation, check_aligned, infer_task, load_segmentation, task_of_file
+from dokuei.io.totalseg import (
+    TASKS,
+    Segmentation,
+    check_aligned,
+    class_map,
+    load_segmentation,
+    task_of_file,
+    tasks_of_masks,
+)
 from dokuei.io.volume import CT_NIFTI_NAMES, Volume, is_nifti
-from dokuei.tools.base import ToolInputError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +67,7 @@ def _image_in(folder: Path) -> Path | None:
     if len(images) == 1:
         return images[0]
     if len(images) > 1:
-        raise ToolInputError(
+        raise InputError(
             f"フォルダ {folder.name} に CT 候補の NIfTI が複数あります"
             f"（{', '.join(p.name for p in images)}）。"
             "CT を ct.nii.gz という名前にしてください。",
@@ -74,7 +82,7 @@ def is_ct_study(path: Path) -> bool:
     """True for a folder holding a CT NIfTI or DICOM files (the attachment kind ``ct_series``)."""
     try:
         return path.is_dir() and _image_in(path) is not None
-    except ToolInputError:
+    except InputError:
         return False
 
 
@@ -87,8 +95,9 @@ def _segmentations_in(root: Path) -> dict[str, Path]:
         for p in entries:
             if _stem(p) in TASKS and (p.is_dir() or is_nifti(p)):
                 found.setdefault(_stem(p), p)
-        if len(loose_masks) > 1:  # TotalSegmentator's default output: one mask per structure
-            found.setdefault(infer_task({_stem(p) for p in loose_masks}), place)
+        if len(loose_masks) > 1:  # TotalSegmentator's default output: one mask per structure, per task
+            for task in tasks_of_masks({_stem(p) for p in loose_masks}):
+                found.setdefault(task, place)
         elif len(loose_masks) == 1:  # one multilabel file with its own name
             found.setdefault(task_of_file(loose_masks[0]), loose_masks[0])
     for p in root.iterdir():  # multilabel files beside the CT: total.nii.gz, seg.nii.gz
@@ -101,21 +110,40 @@ def find_study(path: Path) -> CtStudy:
     """Where the CT and its segmentations are, for a study folder, a DICOM folder/zip or a NIfTI file."""
     path = Path(path)
     if not path.exists():
-        raise ToolInputError(f"{path.name} が見つかりません。", f"missing: {path}")
+        raise InputError(f"{path.name} が見つかりません。", f"missing: {path}")
     if path.is_file():
         if is_nifti(path) or zipfile.is_zipfile(path) or dicom.is_dicom_file(path):
             return CtStudy(path.parent, path)
-        raise ToolInputError(
+        raise InputError(
             f"{path.name} は CT として読めない形式です（NIfTI・DICOM・zip を指定してください）。",
             f"unsupported: {path}",
         )
     image = _image_in(path)
     if image is None:
-        raise ToolInputError(
+        raise InputError(
             f"フォルダ {path.name} に CT（ct.nii.gz または DICOM）が見つかりません。",
             f"no CT image in {path}",
         )
     return CtStudy(path, image, _segmentations_in(path))
+
+
+def is_mask_folder(path: Path) -> bool:
+    """A folder of TotalSegmentator masks with no CT of its own (``segmentations/`` attached on its own)."""
+    if not path.is_dir() or any((path / n).is_file() for n in CT_NIFTI_NAMES) or dicom.has_dicom_files(path):
+        return False
+    names = {_stem(p) for p in path.iterdir() if p.is_file() and is_nifti(p)}
+    known = {n for t in TASKS for n in class_map(t).values()}
+    return bool(names) and (names <= known or names <= set(TASKS))
+
+
+def _segmentations_of(path: Path) -> list[Segmentation]:
+    """One segmentation per task in a mask folder (it may hold several tasks' masks), else the file's."""
+    if path.is_dir():
+        loose = {_stem(p) for p in path.iterdir() if p.is_file() and is_nifti(p)}
+        if loose <= set(TASKS):  # total.nii.gz, tissue_types.nii.gz … (--ml outputs in one folder)
+            return [load_segmentation(p, task=_stem(p)) for p in sorted(path.iterdir()) if _stem(p) in TASKS]
+        return [load_segmentation(path, task=task) for task in sorted(tasks_of_masks(loose))]
+    return [load_segmentation(path)]
 
 
 def load_segmentations(
@@ -127,8 +155,8 @@ def load_segmentations(
         if tasks is None or task in tasks:
             segs[task] = load_segmentation(p, task=task)
     for p in extra or []:
-        seg = load_segmentation(p)
-        segs[seg.task] = seg
+        for seg in _segmentations_of(Path(p)):
+            segs[seg.task] = seg
     for seg in segs.values():
         check_aligned(seg, ct)
     return segs

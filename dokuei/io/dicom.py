@@ -35,8 +35,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from dokuei.io.volume import MAX_VOXELS, Volume, refuse_non_finite
-from dokuei.tools.base import ToolInputError
+from dokuei.errors import InputError as ToolInputError
+from dokuei.io.grid import MAX_VOXELS, Volume, refuse_non_finite
 
 log = logging.getLogger(__name__)
 

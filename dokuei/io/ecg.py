@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 
-from dokuei.tools.base import ToolInputError
+from dokuei.errors import InputError as ToolInputError
 
 log = logging.getLogger(__name__)
 

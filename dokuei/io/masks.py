@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from dokuei.errors import InputError as ToolInputError
 from dokuei.io.volume import Volume, load_volume
-from dokuei.tools.base import ToolInputError
 
 log = logging.getLogger(__name__)
 

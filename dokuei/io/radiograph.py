@@ -15,8 +15,8 @@ from typing import Literal
 
 import numpy as np
 
-from dokuei.io.volume import refuse_non_finite
-from dokuei.tools.base import ToolInputError
+from dokuei.errors import InputError as ToolInputError
+from dokuei.io.grid import refuse_non_finite
 
 log = logging.getLogger(__name__)
 

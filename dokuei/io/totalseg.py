@@ -38,10 +38,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from dokuei.errors import InputError, UnavailableError
 from dokuei.io.volume import Volume, is_nifti, load_nifti
 from dokuei.knowledge import load_json
 from dokuei.settings import Settings
-from dokuei.tools.base import ToolInputError, ToolUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def run_totalsegmentator(
     """Segment ``ct`` with TotalSegmentator; returns the multilabel NIfTI it wrote. Never downloads."""
     root = find_weights(task, fast, settings)
     if root is None:
-        raise ToolUnavailableError(
+        raise UnavailableError(
             install_ja(task, fast, settings), f"weights missing for {task} fast={fast}"
         )
     with _TOTALSEG_LOCK:  # the patches below are process-wide: one TotalSegmentator call at a time
@@ -169,7 +169,7 @@ def _run_locked(ct: Volume, out_dir: Path, task: TaskName, fast: bool, device: s
     def no_download(task_id: int | str) -> None:
         folder = class_data()["tasks"][task]["dataset_folders"].get(str(task_id))
         if folder is None or not _dataset_complete(root / folder):
-            raise ToolUnavailableError(
+            raise UnavailableError(
                 install_ja(task, fast, settings),
                 f"TotalSegmentator asked for weights {task_id}; downloads are disabled",
             )
@@ -252,6 +252,26 @@ def infer_task(names: set[str]) -> str:
     return best
 
 
+def tasks_of_masks(names: set[str]) -> dict[str, set[str]]:
+    """Each mask name to the task that makes it: users write several tasks into one output folder.
+
+    The tasks' class sets do not overlap, so a name belongs to at most one task; a name no task knows
+    goes with the task holding most of the others (it keeps its own label, see load_segmentation).
+    """
+    groups: dict[str, set[str]] = {}
+    unknown: set[str] = set()
+    for name in names:
+        task = next((t for t in TASKS if name in class_map(t).values()), None)
+        if task is None:
+            unknown.add(name)
+        else:
+            groups.setdefault(task, set()).add(name)
+    if unknown:
+        biggest = max(groups, key=lambda t: len(groups[t]), default="total")
+        groups.setdefault(biggest, set()).update(unknown)
+    return groups
+
+
 def task_of_file(path: Path) -> str:
     """The task of a multilabel file: its name when that is a task, else read from its label table."""
     import nibabel as nib
@@ -304,7 +324,7 @@ def load_segmentation(path: Path, *, task: str | None = None) -> Segmentation:
         stray = ~known[flat.view(np.uint16)]  # a lookup, not a sort: one pass over the volume
         unknown = {int(v) for v in np.unique(flat[stray])} if stray.any() else set()
         if unknown:
-            raise ToolInputError(
+            raise InputError(
                 f"セグメンテーション {path.name} に {task} の分類にないラベル番号 "
                 f"{sorted(unknown)[:5]} があります。",
                 f"{path}: unknown labels {sorted(unknown)}",
@@ -313,11 +333,19 @@ def load_segmentation(path: Path, *, task: str | None = None) -> Segmentation:
     if path.is_dir():
         masks = sorted(p for p in path.iterdir() if p.is_file() and is_nifti(p))
         if not masks:
-            raise ToolInputError(
+            raise InputError(
                 f"フォルダ {path.name} にマスク（NIfTI）がありません。", f"no masks in {path}"
             )
-        mask_names = {p.name.split(".")[0] for p in masks}
-        task = task or infer_task(mask_names)
+        by_task = tasks_of_masks({p.name.split(".")[0] for p in masks})
+        task = task or infer_task(set().union(*by_task.values()))
+        if task in by_task:  # a folder holding several tasks' masks: this task's only
+            masks = [p for p in masks if p.name.split(".")[0] in by_task[task]]
+        else:
+            raise InputError(
+                f"フォルダ {path.name} に {task} タスクのマスクがありません"
+                f"（あるのは {', '.join(sorted(by_task))} のマスクです）。",
+                f"no {task} masks in {path}: {sorted(by_task)}",
+            )
         ids = {v: k for k, v in class_map(task).items()}
         next_id = max(ids.values(), default=0) + 1
         labels: np.ndarray | None = None
@@ -329,7 +357,7 @@ def load_segmentation(path: Path, *, task: str | None = None) -> Segmentation:
             if labels is None:
                 labels, affine = np.zeros(vol.shape, dtype=np.int16, order="F"), vol.affine
             elif vol.shape != labels.shape or not np.allclose(vol.affine, affine, atol=1e-3):
-                raise ToolInputError(
+                raise InputError(
                     f"マスク {p.name} の画像サイズ・位置が他のマスクと一致しません。",
                     f"{p}: shape {vol.shape} affine mismatch",
                 )
@@ -340,7 +368,7 @@ def load_segmentation(path: Path, *, task: str | None = None) -> Segmentation:
             labels[vol.array > 0] = label_id
         assert labels is not None
         return Segmentation(labels, affine, mask_ids, task, str(path))
-    raise ToolInputError(
+    raise InputError(
         f"{path.name} はセグメンテーション（NIfTI またはマスクのフォルダ）ではありません。",
         f"not a segmentation: {path}",
     )
@@ -349,7 +377,7 @@ def load_segmentation(path: Path, *, task: str | None = None) -> Segmentation:
 def check_aligned(seg: Segmentation, ct: Volume) -> None:
     """A segmentation must lie on the CT's own voxel grid; we never guess a registration."""
     if seg.labels.shape != ct.array.shape or not np.allclose(seg.affine, ct.affine, atol=1e-2):
-        raise ToolInputError(
+        raise InputError(
             f"セグメンテーション（{Path(seg.source).name}）が CT と同じ画像格子にありません"
             f"（CT {ct.shape}、セグメンテーション {tuple(seg.labels.shape)}）。"
             "同じ CT から作った結果を指定してください。",

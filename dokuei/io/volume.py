@@ -12,58 +12,19 @@ from __future__ import annotations
 
 import logging
 import zipfile
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dokuei.tools.base import ToolInputError
+from dokuei.errors import InputError as ToolInputError
+from dokuei.io.grid import MAX_VOXELS, Volume, refuse_non_finite
 
 log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: names a study folder may give its CT image (TotalSegmentator and nnU-Net conventions)
 CT_NIFTI_NAMES = ("ct.nii.gz", "ct.nii", "image.nii.gz", "image.nii", "ct_0000.nii.gz", "img.nii.gz")
-#: the largest volume read (voxels): 512 x 512 x 2300 slices, about 2.4 GB as float32; beyond it memory,
-#: not the study, decides what happens
-MAX_VOXELS = 512 * 512 * 2300
-
-
-@dataclass(frozen=True)
-class Volume:
-    """A 3D image in RAS+ canonical voxel order. ``array`` holds HU for CT, labels for masks."""
-
-    array: np.ndarray
-    affine: np.ndarray  # 4x4, voxel index -> RAS mm
-    source: str
-    modality: str = "CT"
-    #: what ingestion did or noticed (series chosen, tilt corrected…), in Japanese, for the summary
-    notes_ja: tuple[str, ...] = ()
-    #: non-identifying header facts (slice thickness, kernel, patient sex/age/height when given)
-    header: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def spacing_mm(self) -> tuple[float, float, float]:
-        sx, sy, sz = np.linalg.norm(self.affine[:3, :3], axis=0)
-        return (float(sx), float(sy), float(sz))
-
-    @property
-    def voxel_volume_ml(self) -> float:
-        sx, sy, sz = self.spacing_mm
-        return sx * sy * sz / 1000.0
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        i, j, k = self.array.shape
-        return (int(i), int(j), int(k))
-
-    @property
-    def pixel_area_cm2(self) -> float:
-        """Area of one in-plane (axial) pixel."""
-        sx, sy, _ = self.spacing_mm
-        return sx * sy / 100.0
 
 
 def load_nifti(path: Path, *, labels: bool = False, dtype: type | None = None) -> Volume:
@@ -110,23 +71,6 @@ def load_nifti(path: Path, *, labels: bool = False, dtype: type | None = None) -
     return Volume(
         array=array, affine=np.asarray(canonical.affine, dtype=float), source=str(path), notes_ja=tuple(notes)
     )
-
-
-def refuse_non_finite(array: np.ndarray, name: str) -> None:
-    """Refuse an image holding NaN or ±inf: every area, mean and threshold computed on it would be wrong.
-
-    Masking them instead would change what is measured without the clinician seeing it, so the file is
-    refused and named, with the count of bad voxels.
-    """
-    if not np.issubdtype(array.dtype, np.floating):
-        return
-    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
-    if bad:
-        raise ToolInputError(
-            f"{name} に数値でない画素（NaN・無限大）が {bad:,} 個あるため、計測できません。"
-            "元の画像を出力し直してください。",
-            f"{name}: {bad} non-finite voxels of {array.size}",
-        )
 
 
 def _check_voxel_count(shape: tuple[int, ...], name: str) -> None:

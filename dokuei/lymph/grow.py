@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dokuei.errors import InputError as ToolInputError
 from dokuei.io.volume import Volume
-from dokuei.tools.base import ToolInputError
 
 log = logging.getLogger(__name__)
 

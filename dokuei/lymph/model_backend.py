@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dokuei.errors import UnavailableError as ToolUnavailableError
 from dokuei.io.volume import Volume
-from dokuei.tools.base import ToolUnavailableError
-from dokuei.tools.weights import WeightSpec, check_weights
+from dokuei.weights import WeightSpec, check_weights
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,13 @@ from typing import Any, Literal
 
 import numpy as np
 
+from dokuei.errors import InputError as ToolInputError
 from dokuei.io.masks import load_label_mask
 from dokuei.io.volume import Volume, load_volume
 from dokuei.lymph.axes import NodeAxes, measure_node
 from dokuei.lymph.grow import GrowParams, grow_from_click
 from dokuei.lymph.location import Location, Locator, node_name_ja
 from dokuei.lymph.recist import RecistClass, RecistRules, classify, load_rules, select_targets
-from dokuei.tools.base import ToolInputError
 
 log = logging.getLogger(__name__)
 
