@@ -133,22 +133,10 @@ def _run_tool(registry: Any, args: argparse.Namespace) -> int:
     return 0 if result.status.value == "ok" else 1
 
 
-def _weight_rows(settings: Settings) -> list[dict[str, Any]]:
-    from dokuei.tools.registry import ToolRegistry
-    from dokuei.tools.weights import check_weights
-
-    rows = []
-    for tool in ToolRegistry(settings).tools():
-        for spec in tool.requires.weights:
-            check = check_weights(spec, settings.weights_root)
-            rows.append({"tool": tool.name, "id": spec.id, "version": spec.version, "path": str(check.path),
-                         "present": check.present, "verified": check.verified, "sha256": check.sha256,
-                         "licence": spec.licence, "status_ja": check.reason_ja})
-    return rows + _totalseg_rows(settings)
-
-
 def cmd_weights(args: argparse.Namespace, settings: Settings) -> int:
-    rows = _weight_rows(settings)
+    from dokuei.doctor import weight_rows
+
+    rows = weight_rows(settings)
     if args.json:
         _out(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
@@ -159,75 +147,15 @@ def cmd_weights(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _totalseg_rows(settings: Settings) -> list[dict[str, Any]]:
-    """TotalSegmentator's nnU-Net datasets, found the way its backend looks for them."""
-    from dokuei.io import totalseg
-
-    rows = []
-    for task, fast in (("total", True), ("total", False), ("abdominal_muscles", False), ("tissue_types", False)):
-        found = totalseg.find_weights(task, fast, settings)
-        name = f"totalsegmentator {task}{' --fast' if fast else ''}"
-        rows.append({"tool": "segment_ct", "id": name, "version": totalseg.totalseg_version(),
-                     "path": str(found or settings.weights_root / "totalsegmentator"), "present": found is not None,
-                     "verified": False, "sha256": None, "licence": "Apache-2.0 (tissue_types: licence key)",
-                     "status_ja": "インストール済み" if found else totalseg.install_ja(task, fast, settings)})
-    return rows
-
-
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
-    from dokuei.agent import audit
-    from dokuei.offline import telemetry_report
-    from dokuei.tools.base import cuda_available
+    from dokuei.doctor import doctor_report
 
-    report: dict[str, Any] = {"dokuei": __version__, "python": sys.version.split()[0],
-                              "home": str(settings.home), "weights_dir": str(settings.weights_root),
-                              "llm_backend": settings.llm_backend}
-    try:
-        import torch
-
-        report["torch"] = torch.__version__
-        report["cuda"] = cuda_available()
-        if report["cuda"]:
-            report["gpu"] = torch.cuda.get_device_name(0)
-            report["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
-    except ImportError:
-        report["torch"] = None
-        report["cuda"] = False
-    report["weights"] = {f"{row['tool']}: {row['id']}": "present" if row["present"] else "missing"
-                         for row in _weight_rows(settings)}
-    report["telemetry_off"] = telemetry_report()
-    try:
-        from dataclasses import asdict
-
-        from dokuei.knowledge.archive import ReportArchive
-        from dokuei.knowledge.location import archive_root, indexed_report_count
-
-        if indexed_report_count(settings):
-            archive = ReportArchive(settings)
-            try:
-                report["index"] = {"path": str(archive_root(settings)), **asdict(archive.stats())}
-            finally:
-                archive.store.close()
-        else:
-            where = archive_root(settings)
-            report["index"] = f"empty: build it with `dokuei index demo` or `dokuei index iu` ({where})"
-    except Exception as exc:  # a broken index is reported, not fatal
-        log.exception("index check failed")
-        report["index"] = f"unreadable: {type(exc).__name__}: {exc}"
-    problems = audit.verify_dir(settings.audit_dir, settings.audit_hmac_key)
-    broken = {p.file for p in problems}
-    chains: dict[str, Any] = {path.name: "ok" for path in sorted(settings.audit_dir.glob("audit-*.jsonl"))
-                              if path.name not in broken}
-    for problem in problems:
-        chains.setdefault(problem.file, [])
-        chains[problem.file].append(f"line {problem.line}: {problem.reason}" if problem.line else problem.reason)
-    report["audit_chain"] = chains
-    report["audit_hmac"] = bool(settings.audit_hmac_key)
-    report["ok"] = not problems
+    report = doctor_report(settings)
     _out(json.dumps(report, ensure_ascii=False, indent=2, default=str))
-    if problems:
-        for problem in problems:
-            log.error("audit trail broken: %s", problem)
+    if not report["ok"]:
+        for name, state in report["audit_chain"].items():
+            if state != "ok":
+                log.error("audit trail broken: %s %s", name, state)
         return 1
     return 0
 

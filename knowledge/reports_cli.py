@@ -43,7 +43,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_scan(args: argparse.Namespace, settings: Settings | None = None) -> int:
     from dokuei.knowledge.location import archive_root
-    from dokuei.reports.scan import archive_records, file_records, scan_records, write_worklist
+    from dokuei.knowledge.reports_scan import archive_records, file_records, scan_records, write_worklist
 
     settings = settings or Settings.load()
     unreadable: list[tuple[str, str]] = []

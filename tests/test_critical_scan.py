@@ -55,7 +55,7 @@ def test_parquet_worklist(tmp_path: Path) -> None:
     from datetime import date
 
     from dokuei.knowledge.records import ReportRecord
-    from dokuei.reports.scan import scan_records, write_worklist
+    from dokuei.knowledge.reports_scan import scan_records, write_worklist
 
     day = date(2026, 1, 5)
     recs = [ReportRecord("R1", day, "右気胸を認める。"), ReportRecord("R2", day, "気胸なし。")]

@@ -10,8 +10,7 @@ whenever the attachments or patient facts shrink, because the agent's session me
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
-import io
+import json
 import logging
 import os
 import shutil
@@ -130,19 +129,14 @@ def _checkpoint_id(agent: Any, thread: str) -> str | None:
 
 
 def _doctor_text(settings: Settings) -> str:
-    """The administrator view: what ``dokuei doctor`` prints (weights paths, devices), never shown in the chat."""
-    import argparse
+    """The administrator view: what ``dokuei doctor`` reports (weights paths, devices), never shown in the chat."""
+    from dokuei.doctor import doctor_report
 
-    from dokuei import cli
-
-    buffer = io.StringIO()
     try:
-        with contextlib.redirect_stdout(buffer):
-            cli.cmd_doctor(argparse.Namespace(), settings)
+        return json.dumps(doctor_report(settings), ensure_ascii=False, indent=2, default=str)
     except Exception as exc:
         log.exception("doctor failed in the UI")
         return f"診断を実行できませんでした（{type(exc).__name__}）。詳細はログにあります。"
-    return buffer.getvalue()
 
 
 def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
