@@ -74,8 +74,8 @@ def _status_ja(status: ToolStatus) -> str:
 
 def compose_deterministic(results: list[ToolResult], unmet_ja: list[str]) -> tuple[str, list[Source]]:
     sources = number_sources(results)
-    if not results:
-        lines = [prompts.CANNOT_ANSWER_JA]
+    if not results:  # a missing or unreadable file is asked for, not answered with a refusal
+        lines = [] if unmet_ja else [prompts.CANNOT_ANSWER_JA]
         lines += [f"{NOTE_PREFIX} {note}" for note in unmet_ja]
         return "\n".join(lines), []
     by_result: dict[int, list[Source]] = {}

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from dokuei.agent.attachments import unreadable_reason_ja
 from dokuei.tools.base import Tool
 from dokuei.tools.context import ToolContext
 
@@ -189,8 +190,9 @@ def plan_deterministic(ctx: ToolContext, tools: list[Tool], semantic: Scorer) ->
     for tool in tools:  # dependents run when everything they read is planned
         if tool.depends_on and set(tool.depends_on) <= planned:
             plan.calls.append(PlannedCall(tool.name, None, f"{'+'.join(tool.depends_on)} の結果を統合"))
-    if not plan.calls:
-        plan.unmet_ja = list(dict.fromkeys(unmet))
+    # a file that could not be read is named, whether or not another tool answers
+    unreadable = [note for a in ctx.attachments if (note := unreadable_reason_ja(a))]
+    plan.unmet_ja = list(dict.fromkeys([*unreadable, *([] if plan.calls else unmet)]))
     for i, call in enumerate(plan.calls, start=1):
         call.id = f"call_{i}"
     return plan

@@ -46,7 +46,18 @@ def test_unanswerable_question_says_so_without_clinical_content(det_agent: Agent
 def test_keyword_without_values_explains_what_is_missing(det_agent: Agent) -> None:
     turn = det_agent.ask("健診の結果は要受診ですか？")
     assert turn.results == []
-    assert "答えられません" in turn.answer_ja and "judge_checkup" in turn.answer_ja
+    # the tool fits but the values are missing: the answer asks for them instead of refusing
+    assert "答えられません" not in turn.answer_ja
+    assert "judge_checkup" in turn.answer_ja and "項目名・値・単位" in turn.answer_ja
+
+
+def test_unreadable_attachment_is_named_not_skipped(det_agent: Agent, tmp_path: Path) -> None:
+    empty = tmp_path / "空.dcm"
+    empty.write_bytes(b"")
+    turn = det_agent.ask("この心電図の所見は？", attachments=[str(empty)])
+    assert turn.results == []
+    assert "「空.dcm」は使えません: 空のファイルです" in turn.answer_ja
+    assert "心電図ファイル" in turn.answer_ja and "添付してください" in turn.answer_ja
 
 
 def test_scripted_llm_tool_calls_run_and_the_answer_is_verified(settings: Settings) -> None:

@@ -62,7 +62,7 @@ class StructureReport(Tool[StructureReportInput]):
     Output: ClassVar[type[BaseModel]] = StructureReportOutput
     requires: ClassVar[Requirements] = Requirements(device="cpu", licence="Apache-2.0")
     keywords_ja: ClassVar[tuple[str, ...]] = ("構造化", "構造化レポート", "臓器ごと", "structured report", "JSON に")
-    attachment_kinds: ClassVar[tuple[str, ...]] = ()
+    attachment_kinds: ClassVar[tuple[str, ...]] = ("report_text",)
 
     def run(self, inp: StructureReportInput) -> Outcome:
         try:
