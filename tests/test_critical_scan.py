@@ -73,7 +73,7 @@ def test_scan_over_the_archive_with_a_date_range(tmp_path: Path, capsys: pytest.
 
     settings = Settings.load(home=tmp_path / "home")
     rows = list(generate(200, seed=7))
-    import_rows(ReportArchive(settings, embedder=HashEmbedder()),  # type: ignore[arg-type]
+    import_rows(ReportArchive(settings, embedder=HashEmbedder()),
                 enumerate(rows, start=1), source="syn", progress=False)
     day = sorted(r["study_date"] for r in rows)[100]
     out = tmp_path / "w.csv"

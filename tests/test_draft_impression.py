@@ -61,7 +61,7 @@ def archive_settings(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings
 
     settings = Settings.load(home=tmp_path_factory.mktemp("draft-home"))
     rows = list(generate(300, seed=5))
-    archive = ReportArchive(settings, embedder=HashEmbedder())  # type: ignore[arg-type]
+    archive = ReportArchive(settings, embedder=HashEmbedder())
     import_rows(archive, enumerate(rows, start=1), source="syn", progress=False)
     target = next(r for r in rows if "nodule" in r["labels"])
     return settings, target
@@ -88,6 +88,7 @@ def test_acceptance_through_the_agent(tmp_path_factory: pytest.TempPathFactory) 
     turn = agent.ask("この所見から診断欄を下書きして: 右肺上葉に12mm大の充実性結節を認める。胸水は認めない。")
     assert [r.tool for r in turn.results] == ["draft_impression"]
     out = turn.results[0].output
+    assert out is not None
     # no archive in this home: the extractive draft, the negated 胸水 sentence left out
     assert out["draft"] == "右肺上葉に12mm大の充実性結節。" and out["mode"] == "extractive"
     assert turn.verified, turn.verify_issues

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from dokuei.reports.structure import structure
@@ -15,7 +17,7 @@ REPORT = ("右肺上葉に1.2cm大の充実性結節を認める。胸水は認�
           "3か月後の CT での経過観察を推奨します。")
 
 
-def _by_finding(text: str) -> dict[str, object]:
+def _by_finding(text: str) -> dict[str, Any]:
     return {f.finding: f for f in structure(text)}
 
 

@@ -34,7 +34,7 @@ def agent(settings: Settings) -> Agent:
 def _ecg_turn(agent: Agent, session: str, path: Path = ECG, patient: dict[str, object] | None = None) -> object:
     turn = agent.ask("この心電図を解析してください", attachments=[str(path)], session_id=session,
                      patient=patient or {"patient_id": "P-1001", "age_years": 70, "sex": "M"})
-    assert _tools(turn) == ["analyze_ecg"] and turn.results[0].ok  # type: ignore[attr-defined]
+    assert _tools(turn) == ["analyze_ecg"] and turn.results[0].ok
     return turn
 
 
