@@ -15,7 +15,7 @@ import re
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -288,7 +288,7 @@ def start_llamacpp_server(model_path: Path, port: int = 8000, n_threads: int | N
     from dokuei.llm_install import verify_model
 
     verify_model(Path(model_path), expected_sha256)  # never load an unverified file
-    import xllamacpp
+    import xllamacpp  # type: ignore[import-untyped]
 
     params = xllamacpp.CommonParams()
     params.model.path = str(model_path)
@@ -424,7 +424,7 @@ def plan_schema(tools: list[dict[str, Any]], max_calls: int = 4) -> dict[str, An
 Validator = Callable[[dict[str, Any]], Any]
 
 
-def parse_plan(text: str, tools: list[dict[str, Any]], validators: dict[str, Validator] | None = None) -> LlmPlan:
+def parse_plan(text: str, tools: list[dict[str, Any]], validators: Mapping[str, Validator] | None = None) -> LlmPlan:
     """Read a plan reply; anything malformed or outside the registry rejects the whole plan."""
     known = {t["function"]["name"] for t in tools}
     try:
@@ -457,7 +457,7 @@ def _signature(name: str, args: Any) -> str:
 
 def plan_with_llm(backend: ChatBackend, messages: list[Message], tools: list[dict[str, Any]],
                   candidates: list[tuple[str, Any, str]] | None = None, attachment_kinds: list[str] | None = None,
-                  validators: dict[str, Validator] | None = None,
+                  validators: Mapping[str, Validator] | None = None,
                   done: list[tuple[str, Any]] | None = None) -> LlmPlan:
     """Ask ``backend`` for tool calls under :func:`plan_schema`.
 
