@@ -311,6 +311,7 @@ class LlamaCppBackend(ChatBackend):
 
     ``server`` may be passed in (tests hand over a scripted stand-in with ``handle_chat_completions``);
     otherwise the model file is verified and loaded. Decoding can be constrained to a JSON schema.
+    The loaded server also answers OpenAI-compatible HTTP on ``base_url`` (loopback only).
     """
 
     name = "llamacpp"
@@ -321,7 +322,10 @@ class LlamaCppBackend(ChatBackend):
         if server is None:
             if model_path is None:
                 raise ValueError("LlamaCppBackend needs a model path or a server")
-            server = start_llamacpp_server(Path(model_path), port=port, n_threads=n_threads, n_ctx=n_ctx).server
+            running = start_llamacpp_server(Path(model_path), port=port, n_threads=n_threads, n_ctx=n_ctx)
+            server, self.base_url = running.server, running.base_url
+        else:
+            self.base_url = ""
         self.server = server
         self.temperature = temperature
         self.max_tokens = max_tokens
