@@ -12,6 +12,7 @@ import logging
 import os
 import queue
 import re
+import socket
 import threading
 import uuid
 from abc import ABC, abstractmethod
@@ -270,6 +271,12 @@ def _chunk_text(chunk: Any) -> str:
     return "".join(pieces)
 
 
+def _free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @dataclass
 class LlamaCppServer:
     """A running llama.cpp server (in this process, through xllamacpp) and the URL it listens on."""
@@ -283,7 +290,7 @@ def start_llamacpp_server(model_path: Path, port: int = 8000, n_threads: int | N
     """Verify the GGUF against its pinned sha256, then load it into xllamacpp's server on 127.0.0.1.
 
     The same server answers the in-process calls of :class:`LlamaCppBackend` and the OpenAI-compatible
-    HTTP endpoint that the ``openai`` backend talks to. It listens on loopback only.
+    HTTP endpoint that the ``openai`` backend talks to. It listens on loopback only; ``port=0`` picks a free one.
     """
     from dokuei.llm_install import verify_model
 
@@ -295,7 +302,7 @@ def start_llamacpp_server(model_path: Path, port: int = 8000, n_threads: int | N
     params.n_ctx = n_ctx
     params.n_parallel = 1
     params.hostnames = ["127.0.0.1"]
-    params.port = port
+    params.port = port or _free_loopback_port()
     threads = n_threads or default_threads()
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
