@@ -343,8 +343,9 @@ class LlamaCppBackend(ChatBackend):
     def _body(self, messages: list[Message], json_schema: dict[str, Any] | None, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"messages": messages, "temperature": self.temperature,
                                 "max_tokens": self.max_tokens, "stream": stream}
-        if json_schema is not None:
+        if json_schema is not None:  # a plan is a choice, not prose: greedy decoding under the grammar
             body["response_format"] = _response_format(json_schema)
+            body["temperature"] = 0.0
         return body
 
     def chat(self, messages: list[Message], tools: list[dict[str, Any]] | None = None,

@@ -123,13 +123,16 @@ def test_llamacpp_backend_sends_schema_and_parses_plan_from_tools(settings: Sett
     assert [c.name for c in reply.tool_calls] == ["judge_checkup"]
     body = server.bodies[0]
     assert body["response_format"]["type"] == "json_schema" and "tools" not in body
-    assert body["stream"] is False and body["temperature"] == pytest.approx(0.2)
+    assert body["stream"] is False and body["temperature"] == 0.0  # plans decode greedily
     assert backend.last_usage["timings"]["predicted_per_second"] == pytest.approx(30.0)
 
 
 def test_llamacpp_backend_text_reply_and_error_reply() -> None:
-    backend = LlamaCppBackend(server=ScriptedLlamaServer(["HbA1c は 6.8% です [1]。"]))
+    server = ScriptedLlamaServer(["HbA1c は 6.8% です [1]。"])
+    backend = LlamaCppBackend(server=server)
     assert backend.chat([{"role": "user", "content": "q"}]).text == "HbA1c は 6.8% です [1]。"
+    assert server.bodies[0]["temperature"] == pytest.approx(0.2)  # answers: the card's temperature
+    assert "response_format" not in server.bodies[0]
 
     class ErrorServer(ScriptedLlamaServer):
         def handle_chat_completions(self, body: dict[str, Any], callback: Any = None) -> dict[str, Any]:
