@@ -456,9 +456,11 @@ def parse_plan(text: str, tools: list[dict[str, Any]], validators: Mapping[str, 
         args = dict(item.get("arguments") or {})
         if validators and name in validators:
             try:
-                validators[name](args)
+                checked = validators[name](args)
             except ValueError as exc:  # pydantic's ValidationError is a ValueError
                 return LlmPlan(error=f"arguments of {name} do not validate: {exc}"[:500], raw=text)
+            if hasattr(checked, "model_dump"):  # canonical form, as the tool records its input
+                args = checked.model_dump(mode="json")
         calls.append(ToolCall(name=name, args=args))
     return LlmPlan(calls=calls, raw=text)
 

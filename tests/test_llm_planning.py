@@ -180,3 +180,34 @@ def test_default_threads_follow_the_override_and_stay_at_least_one(monkeypatch: 
     monkeypatch.setattr("os.getloadavg", lambda: (0.0, 0.0, 0.0))
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
     assert default_threads() == 4
+
+
+def _planning_agent(settings: Settings, replies: list[ChatReply]) -> Any:
+    from tests.test_llm_live import PlanningAgent
+
+    return PlanningAgent(settings, backend=ScriptedBackend(replies, supports_json_schema=True))
+
+
+QUESTION = "55歳男性、HbA1c 6.8%、空腹時血糖 130 mg/dL は要受診ですか？"
+
+
+def test_a_malformed_llm_plan_hands_the_turn_to_the_router(settings: Settings) -> None:
+    """The proposed plan node: a broken plan on step 1 → the router's judge_checkup call runs instead."""
+    agent = _planning_agent(settings, [ChatReply(text='{"calls": [{"name": "prescribe'),  # plan 1: malformed
+                                       ChatReply(text='{"calls": []}'),  # plan 2: done
+                                       ChatReply(text=""), ChatReply(text="")])  # answers that fail verification
+    turn = agent.ask(QUESTION, patient={"age_years": 55, "sex": "M"})
+    assert agent.plan_sources[0].startswith("router: plan is not JSON")
+    assert [(r.tool, r.status.value) for r in turn.results] == [("judge_checkup", "ok")]
+    assert turn.composer == "deterministic"  # two empty LLM answers: the deterministic composer answers
+
+
+def test_an_accepted_llm_plan_runs_its_own_call(settings: Settings) -> None:
+    agent = _planning_agent(settings, [ChatReply(text=json.dumps({"calls": [CHECKUP_CALL]})),
+                                       ChatReply(text=json.dumps({"calls": [CHECKUP_CALL]})),  # a repeat: dropped
+                                       ChatReply(text=""), ChatReply(text="")])
+    turn = agent.ask(QUESTION, patient={"age_years": 55, "sex": "M"})
+    assert agent.plan_sources == ["llm", "llm"]
+    assert [r.tool for r in turn.results] == ["judge_checkup"]  # once: the repeated call did not run again
+    assert turn.results[0].input["items"][0] == {"item": "HbA1c", "value": 6.8, "unit": "%",
+                                                 "on_treatment": False, "unit_assumed": False}
