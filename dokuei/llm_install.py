@@ -219,10 +219,14 @@ def _cli_info(args: argparse.Namespace) -> int:
 def _cli_serve(args: argparse.Namespace) -> int:
     import time
 
-    from dokuei.agent.llm import start_llamacpp_server
+    from dokuei.agent.llm import llamacpp_model_path, start_llamacpp_server
 
     settings = Settings.load()
-    server = start_llamacpp_server(default_model_path(settings), port=args.port, n_threads=args.threads)
+    try:
+        server = start_llamacpp_server(llamacpp_model_path(settings), port=args.port, n_threads=args.threads)
+    except (FileNotFoundError, ModelVerificationError) as exc:
+        log.error("LLM を起動できません: %s", exc)
+        return 1
     log.info("OpenAI-compatible server at %s/v1 (DOKUEI_LLM_BACKEND=openai DOKUEI_OPENAI_BASE_URL=%s/v1)",
              server.base_url, server.base_url)
     try:

@@ -139,3 +139,11 @@ def test_cli_registers_install_info_serve() -> None:
     args = parser.parse_args(["llm", "install", "--cache-dir", "/tmp/x"])
     assert args.func is llm_install._cli_install and args.cache_dir == Path("/tmp/x")
     assert parser.parse_args(["llm", "serve", "--port", "8123"]).port == 8123
+
+
+def test_serve_refuses_an_unverified_file_with_a_clear_exit(settings: Settings, monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Path) -> None:
+    fake = tmp_path / "other.gguf"
+    fake.write_bytes(b"GGUF but not the pinned model")
+    monkeypatch.setenv("DOKUEI_LLM_MODEL_PATH", str(fake))
+    assert llm_install._cli_serve(argparse.Namespace(port=8123, threads=1)) == 1  # refused before any load
