@@ -1,4 +1,5 @@
-"""Chat backends behind one interface: deterministic (no model), local transformers, OpenAI-compatible HTTP.
+"""Chat backends behind one interface: deterministic (no model), local transformers, llama.cpp (GGUF,
+in process), OpenAI-compatible HTTP. Planning by constrained decoding lives here too (:func:`plan_with_llm`).
 
 Messages are OpenAI-style dicts ``{"role": ..., "content": ...}``; tools are OpenAI function schemas.
 Every backend returns a :class:`ChatReply` with text and parsed tool calls; ``stream`` yields text pieces.
@@ -8,15 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import queue
 import re
+import socket
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dokuei.agent import prompts
 from dokuei.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,9 +47,17 @@ class ChatBackend(ABC):
     #: True when the backend can choose tools and write answers (False: the deterministic planner runs)
     is_llm: bool = True
 
+    #: True when ``chat(..., json_schema=...)`` constrains decoding to the schema (grammar sampling)
+    supports_json_schema: bool = False
+
     @abstractmethod
-    def chat(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> ChatReply:
-        """One completion; tool calls are parsed out of the reply."""
+    def chat(self, messages: list[Message], tools: list[dict[str, Any]] | None = None,
+             json_schema: dict[str, Any] | None = None) -> ChatReply:
+        """One completion; tool calls are parsed out of the reply.
+
+        With ``json_schema`` a backend that ``supports_json_schema`` returns text that is one JSON
+        value matching the schema; other backends ignore it (callers still validate the reply).
+        """
 
     def stream(self, messages: list[Message]) -> Iterator[str]:
         yield self.chat(messages).text
@@ -56,7 +69,8 @@ class DeterministicBackend(ChatBackend):
     name = "deterministic"
     is_llm = False
 
-    def chat(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> ChatReply:
+    def chat(self, messages: list[Message], tools: list[dict[str, Any]] | None = None,
+             json_schema: dict[str, Any] | None = None) -> ChatReply:
         raise RuntimeError("the deterministic backend has no chat model; the graph uses the router instead")
 
 
@@ -65,12 +79,16 @@ class ScriptedBackend(ChatBackend):
 
     name = "scripted"
 
-    def __init__(self, replies: list[ChatReply]) -> None:
+    def __init__(self, replies: list[ChatReply], supports_json_schema: bool = False) -> None:
         self.replies = list(replies)
+        self.supports_json_schema = supports_json_schema
         self.seen: list[list[Message]] = []
+        self.schemas: list[dict[str, Any] | None] = []
 
-    def chat(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> ChatReply:
+    def chat(self, messages: list[Message], tools: list[dict[str, Any]] | None = None,
+             json_schema: dict[str, Any] | None = None) -> ChatReply:
         self.seen.append(list(messages))
+        self.schemas.append(json_schema)
         if not self.replies:
             return ChatReply(text="")
         return self.replies.pop(0)
@@ -147,7 +165,8 @@ class TransformersBackend(ChatBackend):
         encoded = self.tokenizer.apply_chat_template(messages, **kwargs)
         return {k: v.to(self.device) for k, v in encoded.items()}
 
-    def chat(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> ChatReply:
+    def chat(self, messages: list[Message], tools: list[dict[str, Any]] | None = None,
+             json_schema: dict[str, Any] | None = None) -> ChatReply:
         inputs = self._inputs(messages, tools)
         with self.torch.no_grad():
             out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
@@ -174,6 +193,7 @@ class OpenAICompatBackend(ChatBackend):
     """Any OpenAI-compatible chat endpoint: vLLM, llama.cpp server, Ollama (inside the hospital)."""
 
     name = "openai"
+    supports_json_schema = True
 
     def __init__(self, base_url: str, model: str, api_key: str = "EMPTY", timeout_s: float = 120.0) -> None:
         import httpx
@@ -182,9 +202,12 @@ class OpenAICompatBackend(ChatBackend):
         self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s,
                                    headers={"Authorization": f"Bearer {api_key}"})
 
-    def chat(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> ChatReply:
+    def chat(self, messages: list[Message], tools: list[dict[str, Any]] | None = None,
+             json_schema: dict[str, Any] | None = None) -> ChatReply:
         body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0}
-        if tools:
+        if json_schema is not None:  # llama.cpp server and vLLM both honour a json_schema response format
+            body["response_format"] = _response_format(json_schema)
+        elif tools:
             body["tools"] = tools
         response = self.client.post("/chat/completions", json=body)
         response.raise_for_status()
@@ -215,12 +238,292 @@ class OpenAICompatBackend(ChatBackend):
                     yield delta["content"]
 
 
+def _response_format(json_schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": "reply", "strict": True, "schema": json_schema}}
+
+
+def default_threads(reserve: int = 0) -> int:
+    """Threads for llama.cpp: ``$DOKUEI_LLM_THREADS``, else the cores this process may use minus the load.
+
+    The 1-minute load average stands for cores other work already keeps busy; at least one thread.
+    """
+    override = os.environ.get("DOKUEI_LLM_THREADS")
+    if override:
+        return max(1, int(override))
+    cores = len(os.sched_getaffinity(0))
+    busy = int(os.getloadavg()[0] + 0.5)
+    return max(1, cores - busy - reserve)
+
+
+def _chunk_text(chunk: Any) -> str:
+    """The text of one streamed chat-completion chunk (llama.cpp may hand over one chunk or a list)."""
+    if isinstance(chunk, str):
+        chunk = json.loads(chunk) if chunk.strip() else {}
+    if isinstance(chunk, list):
+        return "".join(_chunk_text(c) for c in chunk)
+    if not isinstance(chunk, dict):
+        return ""
+    pieces = []
+    for choice in chunk.get("choices") or []:
+        content = (choice.get("delta") or {}).get("content")
+        if content:
+            pieces.append(str(content))
+    return "".join(pieces)
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class LlamaCppServer:
+    """A running llama.cpp server (in this process, through xllamacpp) and the URL it listens on."""
+
+    server: Any
+    base_url: str
+
+
+def start_llamacpp_server(model_path: Path, port: int = 8000, n_threads: int | None = None, n_ctx: int = 4096,
+                          expected_sha256: str | None = None) -> LlamaCppServer:
+    """Verify the GGUF against its pinned sha256, then load it into xllamacpp's server on 127.0.0.1.
+
+    The same server answers the in-process calls of :class:`LlamaCppBackend` and the OpenAI-compatible
+    HTTP endpoint that the ``openai`` backend talks to. It listens on loopback only; ``port=0`` picks a free one.
+    """
+    from dokuei.llm_install import verify_model
+
+    verify_model(Path(model_path), expected_sha256)  # never load an unverified file
+    import xllamacpp  # type: ignore[import-untyped]
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(model_path)
+    params.n_ctx = n_ctx
+    params.n_parallel = 1
+    params.hostnames = ["127.0.0.1"]
+    params.port = port or _free_loopback_port()
+    threads = n_threads or default_threads()
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.use_jinja = True
+    log.info("loading %s into llama.cpp with %d thread(s)", model_path, threads)
+    server = xllamacpp.Server(params)
+    address = str(server.listening_address).rstrip("/")
+    return LlamaCppServer(server=server, base_url=address if address.startswith("http") else f"http://{address}")
+
+
+class LlamaCppBackend(ChatBackend):
+    """A GGUF model run in this process by llama.cpp (xllamacpp): the embedded try-out model by default.
+
+    ``server`` may be passed in (tests hand over a scripted stand-in with ``handle_chat_completions``);
+    otherwise the model file is verified and loaded. Decoding can be constrained to a JSON schema.
+    The loaded server also answers OpenAI-compatible HTTP on ``base_url`` (loopback only).
+    """
+
+    name = "llamacpp"
+    supports_json_schema = True
+
+    def __init__(self, model_path: Path | None = None, n_threads: int | None = None, n_ctx: int = 4096,
+                 temperature: float = 0.2, max_tokens: int = 768, port: int = 8000, server: Any = None) -> None:
+        if server is None:
+            if model_path is None:
+                raise ValueError("LlamaCppBackend needs a model path or a server")
+            running = start_llamacpp_server(Path(model_path), port=port, n_threads=n_threads, n_ctx=n_ctx)
+            server, self.base_url = running.server, running.base_url
+        else:
+            self.base_url = ""
+        self.server = server
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.model_path = model_path
+        #: ``usage`` and ``timings`` of the last completion as llama.cpp reports them (tokens, ms)
+        self.last_usage: dict[str, Any] = {}
+
+    def _body(self, messages: list[Message], json_schema: dict[str, Any] | None, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {"messages": messages, "temperature": self.temperature,
+                                "max_tokens": self.max_tokens, "stream": stream}
+        if json_schema is not None:  # a plan is a choice, not prose: greedy decoding under the grammar
+            body["response_format"] = _response_format(json_schema)
+            body["temperature"] = 0.0
+        return body
+
+    def chat(self, messages: list[Message], tools: list[dict[str, Any]] | None = None,
+             json_schema: dict[str, Any] | None = None) -> ChatReply:
+        if tools and json_schema is None:  # this model writes tool calls as text: plan under a grammar instead
+            plan = plan_with_llm(self, messages, tools)
+            return ChatReply(text="" if plan.error is None else plan.raw, tool_calls=plan.calls)
+        reply = self.server.handle_chat_completions(self._body(messages, json_schema, stream=False))
+        if not isinstance(reply, dict) or "choices" not in reply:
+            raise RuntimeError(f"llama.cpp returned an error: {reply!r}"[:500])
+        self.last_usage = {"usage": reply.get("usage", {}), "timings": reply.get("timings", {})}
+        text = str(reply["choices"][0]["message"].get("content") or "")
+        if json_schema is not None:
+            return ChatReply(text=text)
+        remaining, calls = parse_tool_calls(text)
+        return ChatReply(text=remaining, tool_calls=calls)
+
+    def stream(self, messages: list[Message]) -> Iterator[str]:
+        """Yield the answer piece by piece while llama.cpp decodes it (on a worker thread)."""
+        pieces: queue.Queue[object] = queue.Queue()
+        done = object()
+        failure: list[BaseException] = []
+
+        def on_chunk(chunk: Any) -> None:
+            text = _chunk_text(chunk)
+            if text:
+                pieces.put(text)
+
+        def work() -> None:
+            try:
+                self.server.handle_chat_completions(self._body(messages, None, stream=True), on_chunk)
+            except BaseException as exc:  # handed to the consumer, raised there
+                failure.append(exc)
+            finally:
+                pieces.put(done)
+
+        threading.Thread(target=work, daemon=True, name="llamacpp-stream").start()
+        while (item := pieces.get()) is not done:
+            yield str(item)
+        if failure:
+            raise RuntimeError("llama.cpp streaming failed") from failure[0]
+
+
+# --- planning by constrained decoding ---------------------------------------------------------------
+
+@dataclass
+class LlmPlan:
+    """The tool calls a model chose under the plan schema, or why its plan was rejected."""
+
+    calls: list[ToolCall] = field(default_factory=list)
+    #: set when the reply was malformed or named a tool outside the registry: the router takes over
+    error: str | None = None
+    raw: str = ""
+
+
+def _inline_refs(schema: Any, defs: dict[str, Any], depth: int = 0) -> Any:
+    """Replace local ``$ref``s by their definitions, so each tool's input can sit inside one schema."""
+    if depth > 20:
+        raise ValueError("tool input schema nests too deeply (recursive $ref?)")
+    if isinstance(schema, dict):
+        if "$ref" in schema:
+            target = defs[str(schema["$ref"]).rsplit("/", 1)[-1]]
+            rest = {k: v for k, v in schema.items() if k != "$ref"}
+            return _inline_refs({**target, **rest}, defs, depth + 1)
+        return {k: _inline_refs(v, defs, depth + 1) for k, v in schema.items() if k not in ("$defs", "title")}
+    if isinstance(schema, list):
+        return [_inline_refs(v, defs, depth + 1) for v in schema]
+    return schema
+
+
+def plan_schema(tools: list[dict[str, Any]], max_calls: int = 4) -> dict[str, Any]:
+    """The JSON schema of a plan: ``{"calls": [{"name": <registry tool>, "arguments": <its typed input>}]}``.
+
+    ``tools`` are the OpenAI function schemas the graph already builds. Each call is one branch of an
+    ``anyOf``, so a name outside the registry or arguments of the wrong type cannot be decoded.
+    """
+    branches = []
+    for tool in tools:
+        fn = tool["function"]
+        params = fn.get("parameters") or {"type": "object"}
+        branches.append({"type": "object", "additionalProperties": False, "required": ["name", "arguments"],
+                         "properties": {"name": {"const": fn["name"]},
+                                        "arguments": _inline_refs(params, params.get("$defs", {}))}})
+    return {"type": "object", "additionalProperties": False, "required": ["calls"],
+            "properties": {"calls": {"type": "array", "maxItems": max_calls, "items": {"anyOf": branches}}}}
+
+
+Validator = Callable[[dict[str, Any]], Any]
+
+
+def parse_plan(text: str, tools: list[dict[str, Any]], validators: Mapping[str, Validator] | None = None) -> LlmPlan:
+    """Read a plan reply; anything malformed or outside the registry rejects the whole plan."""
+    known = {t["function"]["name"] for t in tools}
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return LlmPlan(error=f"plan is not JSON: {exc}", raw=text)
+    raw_calls = payload.get("calls") if isinstance(payload, dict) else None
+    if not isinstance(raw_calls, list):
+        return LlmPlan(error="plan has no list of calls", raw=text)
+    calls: list[ToolCall] = []
+    for item in raw_calls:
+        if not isinstance(item, dict) or not isinstance(item.get("arguments", {}), dict):
+            return LlmPlan(error=f"malformed call {item!r}"[:300], raw=text)
+        name = str(item.get("name", ""))
+        if name not in known:
+            return LlmPlan(error=f"tool {name!r} is not in the registry", raw=text)
+        args = dict(item.get("arguments") or {})
+        if validators and name in validators:
+            try:
+                checked = validators[name](args)
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                return LlmPlan(error=f"arguments of {name} do not validate: {exc}"[:500], raw=text)
+            if hasattr(checked, "model_dump"):  # canonical form, as the tool records its input
+                args = checked.model_dump(mode="json")
+        calls.append(ToolCall(name=name, args=args))
+    return LlmPlan(calls=calls, raw=text)
+
+
+def _signature(name: str, args: Any) -> str:
+    return f"{name}:{json.dumps(args, sort_keys=True, ensure_ascii=False, default=str)}"
+
+
+def plan_with_llm(backend: ChatBackend, messages: list[Message], tools: list[dict[str, Any]],
+                  candidates: list[tuple[str, Any, str]] | None = None, attachment_kinds: list[str] | None = None,
+                  validators: Mapping[str, Validator] | None = None,
+                  done: list[tuple[str, Any]] | None = None) -> LlmPlan:
+    """Ask ``backend`` for tool calls under :func:`plan_schema`.
+
+    ``candidates`` are the deterministic router's (name, input, reason) and ``attachment_kinds`` the
+    kinds found at intake; both go to the model as context. ``done`` are the calls already run this
+    turn: repeating one is dropped, so a model that keeps calling the same tool still finishes. On the
+    first step, choosing no tool while the router has candidates counts as a failed plan.
+    """
+    context = prompts.PLAN_CONTEXT_JA.format(
+        kinds="、".join(sorted(set(attachment_kinds or []))) or "（なし）",
+        candidates="\n".join(f"- {name}: {json.dumps(inp, ensure_ascii=False, default=str)}（{reason}）"
+                             for name, inp, reason in candidates or []) or "（なし）")
+    ask = [{"role": "system", "content": prompts.PLAN_JSON_SYSTEM_JA}, *messages[1:],
+           {"role": "user", "content": context}] if messages and messages[0].get("role") == "system" \
+        else [{"role": "system", "content": prompts.PLAN_JSON_SYSTEM_JA}, *messages,
+              {"role": "user", "content": context}]
+    ask = [m if m.get("role") != "tool" else {"role": "user", "content": f"ツール {m.get('name', '')} の結果: "
+                                                                           f"{m.get('content', '')}"}
+           for m in ask]  # tool messages without a preceding call confuse chat templates
+    try:
+        reply = backend.chat(ask, json_schema=plan_schema(tools))
+    except Exception as exc:  # a backend failure is a failed plan step, not a crashed turn
+        log.warning("LLM planning failed: %s", exc)
+        return LlmPlan(error=f"backend error: {exc}"[:500])
+    plan = parse_plan(reply.text, tools, validators)
+    if plan.error is not None:
+        log.warning("LLM plan rejected (%s): %.300s", plan.error, plan.raw)
+        return plan
+    seen = {_signature(n, a) for n, a in done or []}
+    fresh = [c for c in plan.calls if _signature(c.name, c.args) not in seen]
+    if not done and not fresh and candidates:
+        return LlmPlan(error="the model chose no tool although the router found candidates", raw=plan.raw)
+    return LlmPlan(calls=fresh, raw=plan.raw)
+
+
+def llamacpp_model_path(settings: Settings) -> Path:
+    """``DOKUEI_LLM_MODEL_PATH`` when it names a ``.gguf`` file, else the installed embedded model."""
+    if settings.llm_model_path is not None and Path(settings.llm_model_path).suffix == ".gguf":
+        return Path(settings.llm_model_path)
+    from dokuei.llm_install import default_model_path
+
+    return default_model_path(settings)
+
+
 def make_backend(settings: Settings) -> ChatBackend:
     if settings.llm_backend == "transformers":
         if settings.llm_model_path is None:
             raise ValueError("llm_backend=transformers needs DOKUEI_LLM_MODEL_PATH")
         device = "cpu" if settings.device == "cpu" else "auto"
         return TransformersBackend(settings.llm_model_path, device=device)
+    if str(settings.llm_backend) == "llamacpp":
+        return LlamaCppBackend(llamacpp_model_path(settings))
     if settings.llm_backend == "openai":
         return OpenAICompatBackend(settings.openai_base_url, settings.openai_model, settings.openai_api_key)
     return DeterministicBackend()

@@ -29,9 +29,22 @@ COMPOSE_SYSTEM_JA = (
     "(5) 出典一覧は書かない（システムが付ける）。"
 )
 
-COMPOSE_USER_JA = "質問: {question}\n患者情報: {patient}\n\n資料:\n{sources}\n\n回答:"
+#: the closing line restates the citation rule: the 1.5B model otherwise answers a bare 「要受診」 (live run 2026-12-02)
+COMPOSE_USER_JA = ("質問: {question}\n患者情報: {patient}\n\n資料:\n{sources}\n\n"
+                   "回答（各文の末尾に [1] のように資料番号を付け、判定と数値を2〜4文で）:")
 
 REGENERATE_JA = (
     "前の回答には根拠のない記述がありました: {issues}。"
     "資料に書かれた数値と所見だけを使い、各文に資料番号を付けて書き直してください。"
 )
+
+PLAN_JSON_SYSTEM_JA = (
+    "あなたは日本の病院内で動く臨床支援アシスタント dokuei のプランナーです。"
+    "質問に答えるために実行するツールを JSON で選んでください:"
+    " {\"calls\": [{\"name\": ツール名, \"arguments\": 入力}]}。"
+    "入力の値は質問・添付・患者情報に書かれたものだけを使い、推測で補ってはいけません。"
+    "下の「ルーターの候補」はキーワードと添付から機械的に作った呼び出しで、入力はそのまま使えます。"
+    "すでに結果があるツールは繰り返さず、答えるのに十分なら {\"calls\": []} を返してください。"
+)
+
+PLAN_CONTEXT_JA = "添付の種類: {kinds}\nルーターの候補:\n{candidates}\n\n実行するツールを JSON で答えてください。"

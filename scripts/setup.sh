@@ -18,7 +18,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ ! -f "$STAMP" ]; then
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -c constraints/cpu.txt -e ".[models,dev]"
+  "$VENV/bin/python" -m pip install --quiet -c constraints/cpu.txt -e ".[models,dev,llm]"
   if "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if '+cpu' in torch.__version__ else 1)"; then
     "$VENV/bin/python" -m pip uninstall --quiet -y torchvision timm || true
   fi
