@@ -39,7 +39,7 @@ from dokuei.agent.compose import (
     with_sources,
 )
 from dokuei.agent.guard import check_llm_call
-from dokuei.agent.llm import ChatBackend, ToolCall, make_backend
+from dokuei.agent.llm import ChatBackend, ToolCall, make_backend, plan_with_llm
 from dokuei.agent.router import PlannedCall, SemanticRouter, plan_deterministic
 from dokuei.agent.session import (
     patient_ja_errors,
@@ -177,6 +177,8 @@ class Agent:
         calls: list[dict[str, Any]] = []
         unmet: list[str] = []
         reply = None
+        if self.backend.is_llm and self.backend.supports_json_schema:  # constrained decoding (llama.cpp, openai)
+            return self._plan_constrained(state, steps, t0)
         if self.backend.is_llm:
             try:
                 reply = self.backend.chat(self._plan_messages(state),
@@ -190,6 +192,36 @@ class Agent:
         elif reply is not None:  # only the model's own reply counts; the guard checks each call in _run_call
             calls = [{"id": str(c.id or f"call_{uuid.uuid4().hex[:8]}"), "name": str(c.name), "input": c.args,
                       "reason": "LLM"} for c in reply.tool_calls]
+        timings = {**state.get("timings", {}), f"plan_{steps}_s": round(time.perf_counter() - t0, 4)}
+        messages = [AIMessage(content="", tool_calls=[
+            {"id": c["id"], "name": c["name"], "args": c["input"] if isinstance(c["input"], dict) else {}}
+            for c in calls])] if calls else []
+        return {"plan": calls, "unmet": unmet, "steps": steps, "timings": timings, "messages": messages}
+
+    def _plan_constrained(self, state: AgentState, steps: int, t0: float) -> dict[str, Any]:
+        """Plan by a JSON schema built from the registry, with the router's candidates as context.
+
+        A malformed, out-of-registry or invalid plan on the first step hands planning to the router;
+        later steps simply stop calling tools. Every accepted call still passes the guard in _run_call.
+        """
+        ctx = _context(state)
+        routed = plan_deterministic(ctx, list(self.tools.values()), self.semantic)
+        llm_plan = plan_with_llm(self.backend, self._plan_messages(state),
+                                 [_tool_schema(t) for t in self.tools.values()],
+                                 candidates=[(c.name, c.input, c.reason) for c in routed.calls],
+                                 attachment_kinds=[a.kind for a in ctx.attachments],
+                                 validators={n: t.Input.model_validate for n, t in self.tools.items()},
+                                 done=[(r.tool, r.input) for r in state.get("results", [])])
+        unmet: list[str] = []
+        if llm_plan.error is None:
+            calls = [{"id": c.id, "name": c.name, "input": c.args, "reason": "LLM"} for c in llm_plan.calls]
+        elif steps == 1:
+            log.warning("LLM plan failed (%s); the router plans", llm_plan.error)
+            calls = [{"id": c.id, "name": c.name, "input": c.input, "reason": "router (LLM plan failed)"}
+                     for c in routed.calls]
+            unmet = routed.unmet_ja
+        else:
+            calls, unmet = [], list(state.get("unmet", []))
         timings = {**state.get("timings", {}), f"plan_{steps}_s": round(time.perf_counter() - t0, 4)}
         messages = [AIMessage(content="", tool_calls=[
             {"id": c["id"], "name": c["name"], "args": c["input"] if isinstance(c["input"], dict) else {}}

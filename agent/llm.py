@@ -522,7 +522,7 @@ def make_backend(settings: Settings) -> ChatBackend:
             raise ValueError("llm_backend=transformers needs DOKUEI_LLM_MODEL_PATH")
         device = "cpu" if settings.device == "cpu" else "auto"
         return TransformersBackend(settings.llm_model_path, device=device)
-    if str(settings.llm_backend) == "llamacpp":
+    if settings.llm_backend == "llamacpp":
         return LlamaCppBackend(llamacpp_model_path(settings))
     if settings.llm_backend == "openai":
         return OpenAICompatBackend(settings.openai_base_url, settings.openai_model, settings.openai_api_key)

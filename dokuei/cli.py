@@ -22,7 +22,8 @@ from dokuei.settings import Settings
 log = logging.getLogger("dokuei")
 
 #: modules that add their own sub-commands through ``register_cli(subparsers)``
-CLI_EXTENSIONS = ("dokuei.knowledge.cli", "dokuei.batch", "dokuei.export.cli", "dokuei.knowledge.reports_cli")
+CLI_EXTENSIONS = ("dokuei.knowledge.cli", "dokuei.batch", "dokuei.export.cli", "dokuei.knowledge.reports_cli",
+                  "dokuei.llm_install")
 
 
 def _out(text: str) -> None:

@@ -68,6 +68,12 @@ def doctor_report(settings: Settings) -> dict[str, Any]:
                          for row in weight_rows(settings)}
     report["telemetry_off"] = telemetry_report()
     try:
+        from dokuei.llm_install import describe
+
+        report["embedded_llm"] = describe(settings)
+    except Exception as exc:  # the try-out LLM is optional
+        report["embedded_llm"] = f"unavailable: {type(exc).__name__}"
+    try:
         from dataclasses import asdict
 
         from dokuei.knowledge.archive import ReportArchive

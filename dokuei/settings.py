@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-LlmBackendName = Literal["deterministic", "transformers", "openai"]
+LlmBackendName = Literal["deterministic", "transformers", "openai", "llamacpp"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 QuestionRetention = Literal["full", "hash"]
 
