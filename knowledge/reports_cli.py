@@ -1,7 +1,6 @@
 """``dokuei reports scan``: screen the archive or an export for critical findings and write a worklist.
 
-Wired through ``dokuei.cli.CLI_EXTENSIONS`` (add ``"dokuei.knowledge.reports_cli"``); until then
-``python -m dokuei.knowledge.reports_cli reports scan …`` works standalone.
+Wired into ``dokuei`` through ``dokuei.cli.CLI_EXTENSIONS``.
 """
 
 from __future__ import annotations
@@ -79,14 +78,3 @@ def _cmd_scan(args: argparse.Namespace, settings: Settings | None = None) -> int
     else:
         sys.stdout.write(f"{result.summary_ja()}\nワークリスト: {out}\n")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dokuei")
-    register_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -48,3 +48,10 @@ class ToolContext:
 
     def of_kind(self, *kinds: AttachmentKind) -> list[Attachment]:
         return [a for a in self.attachments if a.kind in kinds]
+
+    def attached_report_text(self, max_chars: int = 20_000) -> str | None:
+        """The first attached report's text (cut at ``max_chars``); None when no report text is attached."""
+        attached = self.of_kind("report_text")
+        if not attached:
+            return None
+        return Path(attached[0].path).read_text(encoding="utf-8", errors="replace")[:max_chars]

@@ -8,7 +8,6 @@ context only. Categories and their sources: ``knowledge/data/critical_findings.j
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
@@ -118,9 +117,8 @@ class DetectCriticalFindings(Tool[DetectCriticalFindingsInput]):
         return Outcome(output=out, summary_ja=_summary(out), citations=citations, model_version=det.version)
 
     def input_from_context(self, ctx: ToolContext) -> DetectCriticalFindingsInput | None:
-        attached = ctx.of_kind("report_text")
-        if attached:
-            text = Path(attached[0].path).read_text(encoding="utf-8", errors="replace")[:20000]
+        text = ctx.attached_report_text()
+        if text is not None:
             return DetectCriticalFindingsInput(findings=text) if text.strip() else None
         m = _REPORT_START.search(ctx.question)
         if m is None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 from typing import ClassVar
 
 from pydantic import BaseModel, Field
@@ -102,9 +101,8 @@ class DraftImpression(Tool[DraftImpressionInput]):
         return exemplars[: inp.k + 3], []
 
     def input_from_context(self, ctx: ToolContext) -> DraftImpressionInput | None:
-        attached = ctx.of_kind("report_text")
-        if attached:
-            text = Path(attached[0].path).read_text(encoding="utf-8", errors="replace")[:20000]
+        text = ctx.attached_report_text()
+        if text is not None:
             return DraftImpressionInput(findings=text) if text.strip() else None
         m = _AFTER_COLON.search(ctx.question)
         if m is None or not m.group(1).strip():

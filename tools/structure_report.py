@@ -7,7 +7,6 @@ critical-finding worklist read.
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 from typing import ClassVar
 
 from pydantic import BaseModel, Field
@@ -77,9 +76,8 @@ class StructureReport(Tool[StructureReportInput]):
         return Outcome(output=out, summary_ja=_summary(out))
 
     def input_from_context(self, ctx: ToolContext) -> StructureReportInput | None:
-        attached = ctx.of_kind("report_text")
-        if attached:
-            text = Path(attached[0].path).read_text(encoding="utf-8", errors="replace")[:20000]
+        text = ctx.attached_report_text()
+        if text is not None:
             return StructureReportInput(text=text) if text.strip() else None
         for sep in ("所見:", "所見：", ":", "："):
             if sep in ctx.question:
