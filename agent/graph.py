@@ -213,6 +213,7 @@ class Agent:
                                  validators={n: t.Input.model_validate for n, t in self.tools.items()},
                                  done=[(r.tool, r.input) for r in state.get("results", [])])
         unmet: list[str] = []
+        calls: list[dict[str, Any]]
         if llm_plan.error is None:
             calls = [{"id": c.id, "name": c.name, "input": c.args, "reason": "LLM"} for c in llm_plan.calls]
         elif steps == 1:
