@@ -23,7 +23,7 @@ log = logging.getLogger("dokuei")
 
 #: modules that add their own sub-commands through ``register_cli(subparsers)``
 CLI_EXTENSIONS = ("dokuei.knowledge.cli", "dokuei.batch", "dokuei.export.cli", "dokuei.knowledge.reports_cli",
-                  "dokuei.llm_install")
+                  "dokuei.llm_cli")
 
 
 def _out(text: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dokuei import llm_install
+from dokuei import llm_cli, llm_install
 from dokuei.llm_install import ModelVerificationError, download_parts, join_parts, model_card, verify_model
 from dokuei.settings import Settings
 
@@ -135,9 +135,9 @@ def test_describe_reports_not_installed(settings: Settings) -> None:
 
 def test_cli_registers_install_info_serve() -> None:
     parser = argparse.ArgumentParser()
-    llm_install.register_cli(parser.add_subparsers(dest="command"))
+    llm_cli.register_cli(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["llm", "install", "--cache-dir", "/tmp/x"])
-    assert args.func is llm_install._cli_install and args.cache_dir == Path("/tmp/x")
+    assert args.func is llm_cli._cli_install and args.cache_dir == Path("/tmp/x")
     assert parser.parse_args(["llm", "serve", "--port", "8123"]).port == 8123
 
 
@@ -146,4 +146,4 @@ def test_serve_refuses_an_unverified_file_with_a_clear_exit(settings: Settings, 
     fake = tmp_path / "other.gguf"
     fake.write_bytes(b"GGUF but not the pinned model")
     monkeypatch.setenv("DOKUEI_LLM_MODEL_PATH", str(fake))
-    assert llm_install._cli_serve(argparse.Namespace(port=8123, threads=1)) == 1  # refused before any load
+    assert llm_cli._cli_serve(argparse.Namespace(port=8123, threads=1)) == 1  # refused before any load
