@@ -256,7 +256,8 @@ def tasks_of_masks(names: set[str]) -> dict[str, set[str]]:
     """Each mask name to the task that makes it: users write several tasks into one output folder.
 
     The tasks' class sets do not overlap, so a name belongs to at most one task; a name no task knows
-    goes with the task holding most of the others (it keeps its own label, see load_segmentation).
+    goes with the task holding most of the others, ties to the first task in ``TASKS`` (it keeps its own
+    label, see load_segmentation).
     """
     groups: dict[str, set[str]] = {}
     unknown: set[str] = set()
@@ -267,7 +268,8 @@ def tasks_of_masks(names: set[str]) -> dict[str, set[str]]:
         else:
             groups.setdefault(task, set()).add(name)
     if unknown:
-        biggest = max(groups, key=lambda t: len(groups[t]), default="total")
+        order = list(TASKS)  # a tie goes to the task listed first (total), never to set iteration order
+        biggest = max(groups, key=lambda t: (len(groups[t]), -order.index(t)), default="total")
         groups.setdefault(biggest, set()).update(unknown)
     return groups
 
