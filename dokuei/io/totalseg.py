@@ -268,7 +268,7 @@ def tasks_of_masks(names: set[str]) -> dict[str, set[str]]:
         else:
             groups.setdefault(task, set()).add(name)
     if unknown:
-        order = list(TASKS)  # a tie goes to the task listed first (total), never to set iteration order
+        order: list[str] = list(TASKS)  # a tie goes to the task listed first (total), never to set iteration order
         biggest = max(groups, key=lambda t: (len(groups[t]), -order.index(t)), default="total")
         groups.setdefault(biggest, set()).update(unknown)
     return groups
