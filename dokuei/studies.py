@@ -6,6 +6,11 @@ copied together (zips unpacked with member and size caps, no path escaping the s
 is split into one folder per SeriesInstanceUID, and a NIfTI study keeps ``ct.nii.gz`` beside
 ``segmentations/``. The role of each study (ベースライン / 前回 / 今回) is written to
 ``<study_dir>/.dokuei-study.json`` so RECIST compares by role, never by upload order.
+
+The DICOM kept for the session is de-identified (:mod:`dokuei.deid`, PS3.15 Annex E basic profile with the
+patient-characteristics and modified-dates options) and renamed ``00000.dcm…``: what the upload's headers
+said (StudyDate for the roles, descriptions, patient facts) is read first and lives only in memory; the role
+file holds the role alone, never a date.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
+
+from dokuei import deid
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +113,7 @@ class Study:
 
     def write_role(self) -> None:
         """The role file RECIST reads, in the study folder and in each folder handed to the agent."""
-        record = {"role": self.role, "study_date": self.study_date.isoformat() if self.study_date else None}
+        record = {"role": self.role}  # the date stays in memory: the kept copies hold shifted dates only
         folders = {self.folder, *(p for p in self.attachments() if p.is_dir())}
         for folder in folders:
             (folder / STUDY_FILE).write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
@@ -176,8 +183,9 @@ def _study_date(raw: str) -> date | None:
         return None
 
 
-def _split_dicom(study: Study, files: list[tuple[Path, str]]) -> None:
-    """Move DICOM files into series-<n>/ folders, one per SeriesInstanceUID, in first-seen order."""
+def _split_dicom(study: Study, files: list[tuple[Path, str]], deid_key: str) -> None:
+    """Move DICOM files into series-<n>/ folders, one per SeriesInstanceUID, in first-seen order, each
+    de-identified and named by its position (``00000.dcm``); a file that cannot be de-identified is dropped."""
     import pydicom
 
     folders: dict[str, Series] = {}
@@ -200,12 +208,18 @@ def _split_dicom(study: Study, files: list[tuple[Path, str]]) -> None:
             study.description = study.description or str(getattr(ds, "StudyDescription", "") or "")
             study.header_patient = study.header_patient or _header_patient(ds)
         series = folders[uid]
-        target = series.folder / path.name
-        if target.exists():
-            target = series.folder / f"{series.n_files:05d}-{path.name}"
-        path.rename(target)
+        target = series.folder / f"{series.n_files:05d}.dcm"
+        try:
+            deid.deidentify_file(path, deid_key, target)
+        except Exception as exc:  # never keep a copy that still identifies the patient
+            log.warning("could not de-identify %s: %s", path, exc)
+            study.problems.append(f"「{display}」を匿名化できなかったため取り込みませんでした")
+            target.unlink(missing_ok=True)
+            continue
+        finally:
+            path.unlink(missing_ok=True)
         series.n_files += 1
-    study.series = list(folders.values())
+    study.series = [s for s in folders.values() if s.n_files]
 
 
 def _find_nifti_study(study: Study) -> None:
@@ -236,11 +250,21 @@ def _flat_nifti_layout(staged: list[tuple[Path, str]], dest: Path) -> None:
             staged[i] = (target, display)
 
 
-def ingest_upload(files: list[tuple[Path, str]], session_dir: Path, *, remove_sources: bool = True) -> Study:
+def _drop_empty_folders(root: Path) -> None:
+    """Folders left empty once their DICOM moved into series-<n>/ (their names may be a patient's)."""
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def ingest_upload(files: list[tuple[Path, str]], session_dir: Path, *, remove_sources: bool = True,
+                  deid_key: str | None = None) -> Study:
     """Copy one upload action (``(temporary path, original relative name)`` pairs) into a new study folder.
 
-    Zips are unpacked in place; DICOM is split by series; the temporary copies are deleted afterwards
+    Zips are unpacked in place; DICOM is split by series and de-identified (key: ``deid_key``, else the
+    installation's key file beside the session folders); the temporary copies are deleted afterwards
     (Gradio's cache must not keep patient data). Raises UploadError when nothing usable was uploaded."""
+    key = deid_key or deid.key_for(session_dir.parent)
     study_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
     folder = session_dir / study_id
     folder.mkdir(parents=True)
@@ -275,7 +299,8 @@ def ingest_upload(files: list[tuple[Path, str]], session_dir: Path, *, remove_so
                 path.unlink()
             else:
                 study.other_files.append(path)
-        _split_dicom(study, dicom)
+        _split_dicom(study, dicom, key)
+        _drop_empty_folders(folder)
         _find_nifti_study(study)
     except Exception:
         shutil.rmtree(folder, ignore_errors=True)

@@ -146,7 +146,7 @@ def test_roles_follow_study_date_not_upload_order_and_are_written(tmp_path: Path
     assign_roles([late, early])
     assert (early.role, late.role) == ("baseline", "current")
     record = json.loads((early.series[0].folder / STUDY_FILE).read_text(encoding="utf-8"))
-    assert record == {"role": "baseline", "study_date": "2023-09-15"}
+    assert record == {"role": "baseline"}  # the date stays in memory (de-identification, dokuei.deid)
     assert attachments_in_role_order([late, early]) == [str(early.series[0].folder), str(late.series[0].folder)]
     set_role(late, "prior")  # the user overrides the automatic role
     assert json.loads((late.folder / STUDY_FILE).read_text(encoding="utf-8"))["role"] == "prior"
@@ -168,4 +168,4 @@ def test_an_ecg_series_is_handed_over_as_its_file_not_its_folder(tmp_path: Path)
     # analyze_ecg reads a file; a CT series is read as a folder (found in the browser test)
     ecg = _dicom(tmp_path / "wave.dcm", "7.7", 1, modality="ECG")
     study = ingest_upload([(ecg, "wave.dcm")], tmp_path / "up")
-    assert study.attachments() == [study.series[0].folder / "wave.dcm"]
+    assert study.attachments() == [study.series[0].folder / "00000.dcm"]  # renamed: a file name may identify
