@@ -24,7 +24,7 @@ from typing import Any
 from dokuei import studies as st
 from dokuei.patient import resolve_patient
 from dokuei.settings import Settings
-from dokuei.ui import present, viewer
+from dokuei.ui import access, present, viewer
 
 log = logging.getLogger(__name__)
 
@@ -379,7 +379,8 @@ def launch_options(settings: Settings, host: str) -> dict[str, Any]:
     """What ``launch`` is given: no share link, no footer links, files served from the artifacts folder only."""
     return {"server_name": host, "share": False, "inbrowser": False, "footer_links": [],
             "auth": check_access(host), "auth_message": "dokuei にログインしてください",
-            "allowed_paths": [str(settings.artifacts_dir)]}
+            "allowed_paths": [str(settings.artifacts_dir)],
+            **access.launch_options(settings.home)}  # files only to the browser that owns them; no run history
 
 
 def launch(settings: Settings | None = None, host: str = "127.0.0.1", port: int = 7860) -> None:
