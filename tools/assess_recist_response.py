@@ -220,7 +220,7 @@ class AssessRecistResponse(Tool[AssessRecistResponseInput]):
                 png = render_montage(
                     sn,
                     out_dir / f"timepoint{t}.png",
-                    title=f"T{t} {sn.study.path.name}",
+                    title=f"T{t}",  # never the folder name: it may name the patient
                 )
                 artifacts.append(
                     Artifact(

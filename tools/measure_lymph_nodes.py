@@ -127,7 +127,7 @@ class MeasureLymphNodes(Tool[MeasureLymphNodesInput]):
             png = render_montage(
                 result,
                 self.artifact_dir(inp) / "nodes.png",
-                title=f"{study.path.name} {output['study_date'] or ''}",
+                title=f"study {output['study_date'] or ''}",  # never the folder name: it may name the patient
             )
             artifacts.append(
                 Artifact(path=str(png), kind="image", caption_ja="リンパ節の計測断面（黄: 長径、水色: 短径）")
