@@ -25,7 +25,9 @@ from dokuei.tools.context import ToolContext
 
 log = logging.getLogger(__name__)
 
-_ECHOED_CALL = re.compile(r"<tool_call>.*?\"name\"\s*:\s*\"([^\"]+)\"", re.DOTALL)
+#: a call written as data, in any wrapper (<tool_call>, <TOOL_CALL>, <function_call>, a code fence, bare JSON,
+#: single quotes, full-width letters after NFKC): its "name" pair is what matters
+_ECHOED_CALL = re.compile(r"[\"']name[\"']\s*:\s*[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']")
 _PATH_KEY = re.compile(r"path|file|dir", re.IGNORECASE)
 _MEASURED_KEY = re.compile(r"^(?:value|values)$|_(?:ms|mm|cm|cm2|pct|hu|bpm|kg|mg_dl|mmhg)$")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -60,13 +62,13 @@ def check_llm_call(name: Any, args: Any, tools: dict[str, Tool], ctx: ToolContex
 
 
 def echoed_tool_names(ctx: ToolContext) -> set[str]:
-    """Tool names of ``<tool_call>`` blocks written inside this turn's tool outputs and reports."""
+    """Tool names of calls (``"name": "<tool>"`` in any wrapper) written inside this turn's tool outputs and reports."""
     names: set[str] = set()
     for result in ctx.results.values():
         texts = [result.summary_ja, *(c.text for c in result.citations), *_strings(result.output)]
         for text in texts:
-            if "<tool_call>" in text:
-                names.update(_ECHOED_CALL.findall(text.replace('\\"', '"')))
+            flat = unicodedata.normalize("NFKC", text).replace('\\"', '"')
+            names.update(_ECHOED_CALL.findall(flat))
     return names
 
 

@@ -57,6 +57,7 @@ _NEGATION = re.compile(
     r"(認め(?:ません|ない|られません|られない|ず)|ありません|なし|無し|ない|否定|見られ(?:ません|ない)|みられ(?:ません|ない)"
     r"|検出されま?せん|検出されない|検出されず|指摘(?:でき)?(?:ません|ない)|該当しません|該当しない|満たしません|満たさない|消失)"
     r"|(認め|あり|ある|疑|示唆|見られ|みられ|検出され|指摘|合致|該当|満た|です|がある)")
+_NEGATED_GRADE = re.compile(r"(?<![A-Za-z0-9])[A-E][12]?\s*判定\s*(?:では|で|じゃ)(?:は)?(?:ありません|ない|なく)")
 _EN_NEGATION = re.compile(r"(?:\bno\b|\bwithout\b|negative for|ruled out|\bnot\b)[^.;]{0,24}$", re.IGNORECASE)
 #: a sentence that says it reports the device's own annotations may rest on them
 _DEVICE_WORDS = re.compile(r"機器|装置|未検証|記録装置")
@@ -383,6 +384,8 @@ def _check_sentence(sentence: str, evidence: Evidence) -> list[str]:
             bad_grades.append(f"{label or ''} {grade}".strip())
     if bad_grades:
         issues.append(f"出典と異なる判定 {bad_grades}: 「{short}」")
+    if _NEGATED_GRADE.search(sentence):  # 「D 判定ではありません」 flips the cited grade while naming it
+        issues.append(f"判定を否定する記述は出典で裏付けられません: 「{short}」")
     unsupported, flipped = [], []
     for term, stated in _polarities(sentence).items():
         backed = evidence.polarity.get(term)
