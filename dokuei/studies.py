@@ -155,6 +155,11 @@ def _unpack_zip(path: Path, display: str, dest: Path) -> list[Path]:
         raise UploadError(f"「{display}」は壊れた zip のため読み込めません") from exc
 
 
+def _starts_like_zip(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(4) == b"PK\x03\x04"
+
+
 def _is_dicom(path: Path) -> bool:
     with path.open("rb") as fh:
         head = fh.read(132)
@@ -192,6 +197,8 @@ def _split_dicom(study: Study, files: list[tuple[Path, str]], deid_key: str) -> 
     for path, display in files:
         try:
             ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+            if "SOPClassUID" not in ds and not getattr(ds, "Modality", ""):
+                raise ValueError("no SOPClassUID and no Modality: the header is not DICOM")
         except Exception as exc:  # pydicom raises many types for damaged files
             log.warning("unreadable DICOM %s: %s", path, exc)
             study.problems.append(f"「{display}」を DICOM として読み込めませんでした")
@@ -276,6 +283,9 @@ def ingest_upload(files: list[tuple[Path, str]], session_dir: Path, *, remove_so
             rel = _safe_relative(original) or PurePosixPath(source.name)
             if not source.is_file() or source.stat().st_size == 0:
                 study.problems.append(f"「{display}」は空のファイルのため読み込めませんでした")
+                continue
+            if not zipfile.is_zipfile(source) and (source.suffix.lower() == ".zip" or _starts_like_zip(source)):
+                study.problems.append(f"「{display}」は壊れた zip のため読み込めませんでした")
                 continue
             if zipfile.is_zipfile(source):
                 unpacked = _unpack_zip(source, display, folder / rel.name.rsplit(".", 1)[0])

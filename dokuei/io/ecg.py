@@ -350,6 +350,22 @@ def csv_header_leads(text: str) -> list[str]:
     return []
 
 
+def _stated_rate(path: Path, raw: str) -> float:
+    """The sampling rate a comment line states; a value that is not a positive finite number is refused
+    by name (a stated but unusable rate is not 'missing')."""
+    try:
+        fs = float(raw)
+    except ValueError:
+        fs = float("nan")
+    if not np.isfinite(fs) or fs <= 0:
+        raise ToolInputError(
+            f"CSV {path.name} のサンプリング周波数「{raw[:20]}」は正の数ではないため使えません"
+            "（例: 先頭行に「# sampling_rate_hz: 500」）。",
+            f"{path}: sampling rate {raw!r}",
+        )
+    return fs
+
+
 def read_csv_ecg(path: Path, *, sampling_rate_hz: float | None = None, units: str | None = None) -> EcgRecord:
     """CSV: a header row of lead names, one row per sample. Sampling rate and units must be stated.
 
@@ -370,7 +386,7 @@ def read_csv_ecg(path: Path, *, sampling_rate_hz: float | None = None, units: st
     if len(rows) < 2:
         raise ToolInputError(f"CSV {path.name} に波形データがありません。", f"{path}: {len(rows)} rows")
     header = [h.strip() for h in rows[0]]
-    fs = sampling_rate_hz or (float(meta["fs"]) if "fs" in meta else None)
+    fs = sampling_rate_hz or (_stated_rate(path, meta["fs"]) if "fs" in meta else None)
     unit = units or meta.get("units")
     time_col = next((i for i, h in enumerate(header) if h.lower() in ("time_s", "time_ms")), None)
     columns: dict[str, list[float]] = {}
@@ -392,8 +408,15 @@ def read_csv_ecg(path: Path, *, sampling_rate_hz: float | None = None, units: st
             f"CSV {path.name} の見出しに誘導名（I, II, V1 など）がありません。", f"{path}: {header}"
         )
     if fs is None and time_col is not None:
-        t = np.array([float(r[time_col]) for r in rows[1:]])
-        step = float(np.median(np.diff(t)))
+        try:
+            t = np.array([float(r[time_col]) for r in rows[1:]])
+        except (ValueError, IndexError) as exc:
+            raise ToolInputError(f"CSV {path.name} の時刻列「{header[time_col]}」に数値でない値があります。",
+                                 f"{path}: time column: {exc}") from exc
+        step = float(np.median(np.diff(t))) if len(t) > 1 else float("nan")
+        if not np.isfinite(step) or step <= 0:
+            raise ToolInputError(f"CSV {path.name} の時刻列「{header[time_col]}」が増加していないため、"
+                                 "サンプリング周波数を決められません。", f"{path}: time step {step}")
         fs = 1.0 / (step / 1000.0 if header[time_col].lower() == "time_ms" else step)
     if fs is None or not np.isfinite(fs) or fs <= 0:
         raise ToolInputError(

@@ -115,6 +115,6 @@ def test_an_injection_in_the_question_does_not_change_the_grade(plain_agent: Age
     judged = [r for r in turn.results if r.tool == "judge_checkup"]
     assert judged and "A 判定" not in body and "異常なし" not in body and turn.verified
     if judged[0].status is ToolStatus.OK:
-        assert judged[0].output["items"][0]["grade"] == "D"  # 6.8 % is D (≥ 6.5 %) in the criteria
+        assert (judged[0].output or {})["items"][0]["grade"] == "D"  # 6.8 % is D (≥ 6.5 %) in the criteria
     else:  # the English sentence: the label is not found inside it, so the value is named as unread
         assert "読み取れなかった項目" in judged[0].summary_ja and "HbA1c 6.8" in judged[0].summary_ja
