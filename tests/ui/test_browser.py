@@ -153,9 +153,10 @@ def test_removed_ecg_is_never_used_and_the_new_plot_is_shown_uncropped(
     assert "エラー" not in answer
     used = agent.calls[-1]["attachments"]
     # only the study still listed (an ECG goes over as its file), and the removed one is gone from disk
-    assert len(used) == 1 and Path(used[0]).name == "second_ecg.dcm"
+    # kept DICOM is de-identified and renamed by position (dokuei.deid): the study folder tells them apart
+    assert len(used) == 1 and Path(used[0]).name == "00000.dcm"
     session_dir = Path(used[0]).parents[2]  # uploads/<session>/<study>/series-1/file
-    assert not any(session_dir.rglob("first_ecg.dcm"))
+    assert [p.name for p in session_dir.iterdir()] == [Path(used[0]).parents[1].name]
     image = page.locator("#gallery img").first
     image.wait_for(timeout=30_000)
     box = image.bounding_box()
