@@ -54,8 +54,12 @@ from dokuei.settings import Settings
 from dokuei.tools.base import Provenance, Tool, ToolResult, ToolStatus
 from dokuei.tools.context import Attachment, PatientContext, ToolContext
 from dokuei.tools.registry import ToolRegistry
+from dokuei.tools.worker import WorkerPool
 
 log = logging.getLogger(__name__)
+
+#: seconds past the tool timeout that a worker gets to kill its tool and answer
+WORKER_GRACE_S = 10.0
 
 #: types the checkpointer may rebuild from its msgpack store (LangGraph refuses unknown ones)
 CHECKPOINT_TYPES = [("dokuei.tools.base", name) for name in
@@ -143,6 +147,8 @@ class Agent:
         self.checkpointer = checkpointer if checkpointer is not None else InMemorySaver()
         #: LangGraph's own bound on node executions per turn: a safety net behind ``max_steps``
         self.recursion_limit = self.settings.max_steps * 3 + 8
+        #: worker processes for heavy tools, started on first use and reused by every session
+        self.workers = WorkerPool(self.settings.tool_workers)
         self.graph = self._build()
 
     # --- nodes -----------------------------------------------------------------------------------
@@ -243,7 +249,10 @@ class Agent:
             pending = [c for c in pending if c not in ready]
             ctx = _context({**state, "results": results})
             futures = {_in_daemon_thread(self._run_call, c, ctx): c for c in ready}
-            finished, _ = wait(futures, timeout=self.settings.tool_timeout_s)
+            finished, unfinished = wait(futures, timeout=self.settings.tool_timeout_s)
+            in_workers = [f for f in unfinished if self._in_worker(futures[f]["name"])]
+            if in_workers:  # a worker kills its tool at the timeout and answers; give it time to say so
+                finished |= wait(in_workers, timeout=WORKER_GRACE_S).done
             for future, call in futures.items():  # each result stays with its own call
                 if future in finished:
                     result = future.result()
@@ -357,6 +366,10 @@ class Agent:
         return g.compile(checkpointer=self.checkpointer)
 
     # --- helpers ---------------------------------------------------------------------------------
+    def _in_worker(self, name: str) -> bool:
+        tool = self.tools.get(name)
+        return bool(tool is not None and tool.heavy and self.settings.tool_workers > 0)
+
     def _depends(self, name: str) -> tuple[str, ...]:
         tool = self.tools.get(name)
         return tool.depends_on if tool else ()
@@ -379,6 +392,8 @@ class Agent:
                                "dependencies missing")
             raw = built.model_dump(mode="json")
         try:
+            if self._in_worker(tool.name):
+                return self.workers.run(tool, raw if isinstance(raw, dict) else {}, self.settings.tool_timeout_s)
             return tool(raw if isinstance(raw, dict) else {})
         except Exception as exc:  # a tool's own bug is a failed step, never a crashed turn
             log.exception("tool %s raised", tool.name)

@@ -175,6 +175,9 @@ class Tool(ABC, Generic[InputT]):
     attachment_kinds: ClassVar[tuple[str, ...]] = ()
     #: tools whose results (same turn) this tool reads from ``ToolContext.results``; it runs after them
     depends_on: ClassVar[tuple[str, ...]] = ()
+    #: runs in a worker process (``tools/worker.py``) where a timeout kills it: CT, model inference.
+    #: Light tools (text, tables, search) stay in the agent's process, where starting nothing is faster
+    heavy: ClassVar[bool] = False
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.load()
