@@ -71,7 +71,9 @@ def smi_of(i: int) -> str:
 
 
 def _has(text: str, number: str) -> bool:
-    return re.search(rf"(?<![\d.]){re.escape(number)}(?![\d])", text) is not None
+    """``number`` written in ``text`` as a number of its own (a trailing zero may be dropped: 33.30 → 33.3)."""
+    want = float(number)
+    return any(abs(float(m) - want) < 1e-9 for m in re.findall(r"(?<![\d.])\d+(?:\.\d+)?(?![\d.])", text))
 
 
 def build_archive(settings: Any) -> None:
