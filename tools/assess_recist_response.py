@@ -148,6 +148,7 @@ class AssessRecistResponse(Tool[AssessRecistResponseInput]):
     )
     Input = AssessRecistResponseInput
     Output = AssessRecistResponseOutput
+    heavy = True  # runs in a worker process, killed at the timeout
     requires = Requirements(
         device="cpu",
         licence="Apache-2.0 (dokuei); RECIST 1.1 criteria (Eisenhauer 2009)",

@@ -106,6 +106,7 @@ class ToolResult(BaseModel):
     artifacts: list[Artifact] = Field(default_factory=list)
     citations: list[Citation] = Field(default_factory=list)
     provenance: Provenance
+    call_id: str = Field(default="", description="the planned call this result answers (set by the agent)")
 
     @property
     def ok(self) -> bool:
@@ -118,7 +119,7 @@ class ToolResult(BaseModel):
         return json.dumps(payload, ensure_ascii=False, default=str)
 
     def sha256(self) -> str:
-        return hashlib.sha256(self.model_dump_json(exclude={"provenance"}).encode()).hexdigest()
+        return hashlib.sha256(self.model_dump_json(exclude={"provenance", "call_id"}).encode()).hexdigest()
 
 
 #: the domain errors under the names tools have always used: the same classes, not subclasses, so a
@@ -175,6 +176,9 @@ class Tool(ABC, Generic[InputT]):
     attachment_kinds: ClassVar[tuple[str, ...]] = ()
     #: tools whose results (same turn) this tool reads from ``ToolContext.results``; it runs after them
     depends_on: ClassVar[tuple[str, ...]] = ()
+    #: runs in a worker process (``tools/worker.py``) where a timeout kills it: CT, model inference.
+    #: Light tools (text, tables, search) stay in the agent's process, where starting nothing is faster
+    heavy: ClassVar[bool] = False
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.load()

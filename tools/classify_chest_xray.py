@@ -75,6 +75,7 @@ class ClassifyChestXray(Tool[ClassifyChestXrayInput]):
     )
     Input: ClassVar[type[BaseModel]] = ClassifyChestXrayInput
     Output: ClassVar[type[BaseModel]] = ClassifyChestXrayOutput
+    heavy: ClassVar[bool] = True  # runs in a worker process, killed at the timeout
     requires: ClassVar[Requirements] = Requirements(
         device="cuda_preferred",
         min_vram_gb=1.0,

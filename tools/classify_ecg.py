@@ -137,6 +137,7 @@ class ClassifyEcg(Tool[ClassifyEcgInput]):
     )
     Input: ClassVar[type[BaseModel]] = ClassifyEcgInput
     Output: ClassVar[type[BaseModel]] = ClassifyEcgOutput
+    heavy: ClassVar[bool] = True  # runs in a worker process, killed at the timeout
     requires: ClassVar[Requirements] = Requirements(
         device="cuda_preferred",
         min_vram_gb=0.5,

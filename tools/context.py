@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:  # base imports this module; the results are only held here, never built
+    from dokuei.tools.base import ToolResult
 
 AttachmentKind = Literal[
     "ct_series",       # a DICOM CT series: folder, zip or single slice
@@ -39,12 +43,77 @@ class Attachment:
     detail: str = ""  # e.g. modality or the reason it was typed so
 
 
-@dataclass
+class CallResults:
+    """This turn's tool results keyed per call id, in the order they finished.
+
+    Two calls of the same tool keep two results (a dict by tool name kept only the last). Tools that
+    read another tool's result ask for it by tool name: :meth:`get` gives that tool's latest result.
+    """
+
+    def __init__(self, results: Iterable[tuple[str, ToolResult]] = ()) -> None:
+        self._by_call: dict[str, ToolResult] = {}
+        for call_id, result in results:
+            self.add(call_id, result)
+
+    @classmethod
+    def of(cls, results: Iterable[ToolResult]) -> CallResults:
+        """From results that carry their ``call_id`` (a result without one gets ``<tool>#<n>``)."""
+        return cls((r.call_id or f"{r.tool}#{n}", r) for n, r in enumerate(results, start=1))
+
+    def add(self, call_id: str, result: ToolResult) -> str:
+        """Keep ``result`` under ``call_id`` (a repeated id, as a model may send, gets ``#2``, ``#3``…)."""
+        key, n = call_id, 1
+        while key in self._by_call:
+            n += 1
+            key = f"{call_id}#{n}"
+        self._by_call[key] = result
+        return key
+
+    def for_call(self, call_id: str) -> ToolResult | None:
+        return self._by_call.get(call_id)
+
+    def by_tool(self, tool: str) -> list[ToolResult]:
+        return [r for r in self._by_call.values() if r.tool == tool]
+
+    def get(self, tool: str) -> ToolResult | None:
+        """The latest result of ``tool`` this turn, or None when it has not run."""
+        found = self.by_tool(tool)
+        return found[-1] if found else None
+
+    def values(self) -> list[ToolResult]:
+        return list(self._by_call.values())
+
+    def items(self) -> list[tuple[str, ToolResult]]:
+        return list(self._by_call.items())
+
+    def tools(self) -> set[str]:
+        return {r.tool for r in self._by_call.values()}
+
+    def __iter__(self) -> Iterator[ToolResult]:
+        return iter(list(self._by_call.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_call)
+
+    def __bool__(self) -> bool:
+        return bool(self._by_call)
+
+
+@dataclass(init=False)
 class ToolContext:
     question: str
-    attachments: list[Attachment] = field(default_factory=list)
-    patient: PatientContext = field(default_factory=PatientContext)
-    results: dict[str, Any] = field(default_factory=dict)  # tool name -> ToolResult of this turn
+    attachments: list[Attachment]
+    patient: PatientContext
+    results: CallResults  # this turn's results, per call
+
+    def __init__(self, question: str, attachments: list[Attachment] | None = None,
+                 patient: PatientContext | None = None,
+                 results: CallResults | Mapping[str, ToolResult] | None = None) -> None:
+        """``results`` as :class:`CallResults`, or a mapping call id (or tool name) → result."""
+        self.question = question
+        self.attachments = list(attachments or [])
+        self.patient = patient if patient is not None else PatientContext()
+        self.results = results if isinstance(results, CallResults) else CallResults((results or {}).items())
 
     def of_kind(self, *kinds: AttachmentKind) -> list[Attachment]:
         return [a for a in self.attachments if a.kind in kinds]

@@ -111,6 +111,7 @@ class MeasureBodyComposition(Tool[MeasureBodyCompositionInput]):
     )
     Input: ClassVar[type[BaseModel]] = MeasureBodyCompositionInput
     Output: ClassVar[type[BaseModel]] = MeasureBodyCompositionOutput
+    heavy: ClassVar[bool] = True  # runs in a worker process, killed at the timeout
     requires: ClassVar[Requirements] = Requirements(
         device="cuda_preferred",
         min_vram_gb=4.0,

@@ -101,6 +101,7 @@ class MeasureLymphNodes(Tool[MeasureLymphNodesInput]):
     )
     Input = MeasureLymphNodesInput
     Output = MeasureLymphNodesOutput
+    heavy = True  # runs in a worker process, killed at the timeout
     requires = Requirements(
         device="cpu",
         licence="Apache-2.0 (dokuei); RECIST 1.1 criteria (Eisenhauer 2009)",

@@ -103,6 +103,7 @@ class SegmentCt(Tool[SegmentCtInput]):
     )
     Input: ClassVar[type[BaseModel]] = SegmentCtInput
     Output: ClassVar[type[BaseModel]] = SegmentCtOutput
+    heavy: ClassVar[bool] = True  # runs in a worker process, killed at the timeout
     requires: ClassVar[Requirements] = Requirements(
         device="cuda_preferred",
         min_vram_gb=4.0,
