@@ -451,6 +451,9 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
                                          interactive=False, elem_id="trace")
                     with gr.Accordion("実行記録（JSON）", open=False):
                         raw = gr.Code(language="json", label="tool_calls")
+            # full width under the chat: a 12-lead ECG stays readable and is never cropped (object-fit contain)
+            gallery = gr.Gallery(label="画像（オーバーレイ・波形）", height=640, object_fit="contain",
+                                 columns=1, buttons=["download", "fullscreen"], elem_id="gallery")
             with gr.Accordion("CT ビューア", open=True, elem_id="ct-viewer"):
                 with gr.Row():
                     ct_pick = gr.Dropdown([], label="表示する CT", value=None, elem_id="ct-pick")
@@ -470,9 +473,6 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
                                        buttons=["fullscreen"])
                     compare_view = gr.Image(label="比較", height=560, interactive=False, elem_id="compare-view",
                                             buttons=["fullscreen"])
-            # full width under the chat: a 12-lead ECG stays readable and is never cropped (object-fit contain)
-            gallery = gr.Gallery(label="画像（オーバーレイ・波形）", height=640, object_fit="contain",
-                                 columns=1, buttons=["download", "fullscreen"], elem_id="gallery")
         with gr.Tab("管理者"):
             gr.Markdown("インストールと設定の状態（医師向けの画面には表示しません）。")
             doctor_button = gr.Button("診断を実行")

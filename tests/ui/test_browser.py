@@ -73,6 +73,9 @@ def test_removed_ecg_is_never_used_and_the_new_plot_is_shown_uncropped(
     assert not any(session_dir.rglob("first_ecg.dcm"))
     image = page.locator("#gallery img").first
     image.wait_for(timeout=30_000)
+    image.scroll_into_view_if_needed()
+    page.wait_for_function("() => { const i = document.querySelector('#gallery img');"
+                           " return i && i.complete && i.naturalWidth > 0; }", timeout=30_000)
     box = image.bounding_box()
     natural = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
     assert box is not None and box["width"] >= 600  # readable, not a thumbnail
