@@ -12,6 +12,7 @@ is involved. Targets: page usable < 2 s, scroll < 100 ms per slice.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import statistics
 import tempfile
@@ -139,10 +140,8 @@ def main(argv: list[str] | None = None) -> None:
                 frames.append(time.perf_counter() - t1)
             context.close()
             browser.close()
-        try:
-            next(server)
-        except StopIteration:
-            pass
+        with contextlib.suppress(StopIteration):
+            next(server)  # closes the app
 
     frames_ms = sorted(f * 1000 for f in frames)
     p95 = frames_ms[min(len(frames_ms) - 1, int(0.95 * len(frames_ms)))]

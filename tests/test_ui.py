@@ -282,3 +282,55 @@ def test_side_by_side_study_follows_the_height_not_the_index() -> None:
     assert fine.z_mm(12) == 12.0
     assert coarse.slice_at_z(fine.z_mm(12)) == 2  # 12 mm is slice 2 of the 5 mm study
     assert coarse.slice_at_z(fine.z_mm(0)) == 0
+
+
+def test_turn_queue_gives_each_waiting_turn_its_place_and_runs_them_all_in_order() -> None:
+    """One worker held by the first turn: the next two wait at places 1 and 2, then all three finish, in order."""
+    import threading
+    import time
+
+    from dokuei.ui.app import waiting_text
+    from dokuei.ui.turns import TurnQueue
+
+    gate = threading.Event()
+    finished: list[str] = []
+
+    def turn(name: str) -> str:
+        gate.wait(timeout=10)
+        finished.append(name)
+        return name
+
+    queue = TurnQueue(workers=1)
+    tickets = [queue.submit(turn, name) for name in ("a", "b", "c")]
+    deadline = time.monotonic() + 5
+    while tickets[0].position() != 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [t.position() for t in tickets] == [0, 1, 2]
+    assert waiting_text(1) == "順番待ちです（次に実行します）。"
+    assert waiting_text(2).startswith("順番待ちです（前に 1 件）")
+    gate.set()
+    assert [t.result() for t in tickets] == ["a", "b", "c"] and finished == ["a", "b", "c"]
+    assert [t.position() for t in tickets] == [0, 0, 0]
+
+
+def test_a_ct_answer_opens_its_study_at_the_measured_slice_and_recist_puts_the_baseline_beside(
+        tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from dokuei.studies import Study
+    from dokuei.ui.app import viewer_request
+
+    def study(name: str) -> Study:
+        s = Study(study_id=name, folder=tmp_path / name, uploaded_at=0.0)
+        s.nifti_study = s.folder / "A"
+        return s
+
+    a, b = study("s1"), study("s2")
+    body = SimpleNamespace(tool="measure_body_composition", ok=True, input={"study_path": str(a.folder / "A")},
+                           output={"l3_slice_index": 47})
+    assert viewer_request(SimpleNamespace(results=[body]), [a, b]) == ("s1", 47, None)
+    recist = SimpleNamespace(tool="assess_recist_response", ok=True,
+                             input={"study_paths": [str(b.folder / "A"), str(a.folder / "A")]}, output={})
+    assert viewer_request(SimpleNamespace(results=[recist]), [a, b]) == ("s1", None, "s2")
+    failed = SimpleNamespace(tool="measure_body_composition", ok=False, input=body.input, output=None)
+    assert viewer_request(SimpleNamespace(results=[failed]), [a, b]) is None
