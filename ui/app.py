@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 import unicodedata
 import uuid
@@ -87,6 +88,13 @@ def new_session_state() -> dict[str, Any]:
     session_id = uuid.uuid4().hex
     return {"id": session_id, "thread": session_id, "generation": 0, "studies": [],
             "sent_attachments": [], "sent_patient": {}, "problems": [], "last_turn": None, "view_request": None}
+
+
+def _forget_session(home: Path, state: dict[str, Any] | None) -> None:
+    """A closed tab or an expired session: its uploads and its rendered viewer frames are deleted."""
+    if state:
+        st.remove_session(home, state["id"])
+        shutil.rmtree(_viewer_dir(state["id"]), ignore_errors=True)
 
 
 def waiting_text(position: int) -> str:
@@ -180,6 +188,24 @@ def _doctor_text(settings: Settings) -> str:
         return f"診断を実行できませんでした（{type(exc).__name__}）。詳細はログにあります。"
 
 
+def _viewer_dir(session_id: str) -> Path:
+    return Path(tempfile.gettempdir()) / "dokuei-viewer" / session_id
+
+
+def _frame_file(state: dict[str, Any], image: Any, keep: int = 6) -> str:
+    """A rendered slice as a lossless PNG at zlib level 1: ~4x faster to encode than Gradio's default
+    (level 6 PNG, or lossy WebP), which dominated the scroll frame time. Old frames are pruned."""
+    from PIL import Image
+
+    folder = _viewer_dir(state["id"])
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / f"{time.monotonic_ns()}.png"
+    Image.fromarray(image).save(path, "PNG", compress_level=1)
+    for old in sorted(folder.glob("*.png"))[:-keep]:
+        old.unlink(missing_ok=True)
+    return str(path)
+
+
 def _full_report(settings: Settings, report_id: str) -> str | None:
     """The archived report behind a [n] report citation, in full; None when the archive cannot say."""
     try:
@@ -249,8 +275,9 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
         beside = None
         if other is not None:
             k = other.slice_at_z(shown.z_mm(view.index))
-            beside = viewer.render_view(other, k, preset or "縦隔", keys, factor, state.get("zoom_centre")).image
-        return view.image, beside
+            beside = _frame_file(state, viewer.render_view(other, k, preset or "縦隔", keys, factor,
+                                                           state.get("zoom_centre")).image)
+        return _frame_file(state, view.image), beside
 
     def open_ct(study_id: str | None, compare_id: str | None, preset: str, zoom: str, layers: list[str],
                 state: dict[str, Any]) -> tuple[Any, ...]:
@@ -387,6 +414,7 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
         old = state or {}
         if old.get("id"):
             shutil.rmtree(uploads / old["id"], ignore_errors=True)
+            shutil.rmtree(_viewer_dir(old["id"]), ignore_errors=True)
             reset = getattr(agent, "reset_session", None)
             if callable(reset):
                 for thread in {old["id"], old.get("thread", old["id"])}:
@@ -404,7 +432,7 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
         gr.Markdown(f"## {TITLE}\n院内でのみ動作します。回答の各記述には根拠の番号 [n] が付きます。")
         # a closed tab (or a session idle past the retention time) takes its uploads with it
         state = gr.State(new_session_state, time_to_live=retention_h * 3600,
-                         delete_callback=lambda s: st.remove_session(settings.home, s["id"]) if s else None)
+                         delete_callback=lambda s: _forget_session(settings.home, s))
         patient_banner = gr.Markdown(resolve_patient("", {}).banner_markdown(), elem_id="patient-banner")
         with gr.Tab("診療"):
             with gr.Row():
