@@ -39,6 +39,9 @@ STUDY_FILE = ".dokuei-study.json"
 MAX_ZIP_MEMBERS = 5000
 MAX_UNPACKED_BYTES = 8 * 1024**3
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: NIfTI files that stay beside ct.nii.gz (the lymph-node study layout), never moved into segmentations/
+_STUDY_LEVEL_NIFTI = frozenset({"ct.nii.gz", "ct.nii", "nodes.nii.gz", "nodes.nii", "lymph_nodes.nii.gz",
+                                "totalseg.nii.gz", "totalsegmentator.nii.gz"})
 #: modalities whose series is one volume (read as a folder); anything else is passed file by file
 _VOLUME_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
 
@@ -236,10 +239,30 @@ def _find_nifti_study(study: Study) -> None:
         return
     ct = next((p for p in volumes if p.name.lower().startswith("ct.")), volumes[0])
     study.nifti_study = ct.parent
+    _read_study_json(study, ct.parent / "study.json")
     seg_dir = ct.parent / "segmentations"
     if seg_dir.is_dir():
         study.segmentations = sorted(p.name.split(".")[0] for p in seg_dir.iterdir()
                                      if p.name.lower().endswith(_NIFTI_SUFFIXES))
+    study.segmentations += sorted(p.name.split(".")[0] for p in ct.parent.iterdir()
+                                  if p.name.lower() in _STUDY_LEVEL_NIFTI and not p.name.lower().startswith("ct."))
+
+
+def _read_study_json(study: Study, path: Path) -> None:
+    """A NIfTI study has no DICOM header: its date and description come from ``study.json`` when present."""
+    if not path.is_file():
+        return
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("unreadable %s: %s", path, exc)
+        study.problems.append(f"「{path.name}」を読み込めませんでした（検査日は不明として扱います）")
+        return
+    if not isinstance(meta, dict):
+        return
+    raw = str(meta.get("study_date") or "").replace("-", "")
+    study.study_date = study.study_date or _study_date(raw)
+    study.description = study.description or str(meta.get("description_ja") or meta.get("description") or "")
 
 
 def _flat_nifti_layout(staged: list[tuple[Path, str]], dest: Path) -> None:
@@ -250,7 +273,7 @@ def _flat_nifti_layout(staged: list[tuple[Path, str]], dest: Path) -> None:
     seg_dir = dest / "segmentations"
     for i, (path, display) in enumerate(staged):
         lower = path.name.lower()
-        if path.parent == dest and lower.endswith(_NIFTI_SUFFIXES) and lower not in ("ct.nii.gz", "ct.nii"):
+        if path.parent == dest and lower.endswith(_NIFTI_SUFFIXES) and lower not in _STUDY_LEVEL_NIFTI:
             seg_dir.mkdir(exist_ok=True)
             target = seg_dir / path.name
             path.rename(target)

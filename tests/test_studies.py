@@ -169,3 +169,17 @@ def test_an_ecg_series_is_handed_over_as_its_file_not_its_folder(tmp_path: Path)
     ecg = _dicom(tmp_path / "wave.dcm", "7.7", 1, modality="ECG")
     study = ingest_upload([(ecg, "wave.dcm")], tmp_path / "up")
     assert study.attachments() == [study.series[0].folder / "00000.dcm"]  # renamed: a file name may identify
+
+
+def test_lymph_node_study_takes_its_date_from_study_json_and_keeps_its_masks_beside_the_ct(tmp_path: Path) -> None:
+    """A NIfTI study has no DICOM header: without study.json's date it got no role and RECIST in the UI fell
+    back to upload order. Picked flat, nodes.nii.gz / totalseg.nii.gz must stay where the lymph reader looks."""
+    meta = json.dumps({"study_date": "2025-04-16", "description_ja": "胸部 CT"}).encode()
+    files = [_gradio_copy(tmp_path, name, data) for name, data in
+             (("ct.nii.gz", b"ct"), ("nodes.nii.gz", b"nodes"), ("totalseg.nii.gz", b"ts"), ("study.json", meta))]
+    study = ingest_upload(files, tmp_path / "up")
+    assert study.study_date == date(2025, 4, 16) and study.description == "胸部 CT"
+    assert study.nifti_study == study.folder
+    assert (study.folder / "nodes.nii.gz").is_file() and (study.folder / "totalseg.nii.gz").is_file()
+    assert not (study.folder / "segmentations").exists()
+    assert study.segmentations == ["nodes", "totalseg"]

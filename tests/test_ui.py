@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,9 +177,9 @@ def test_viewer_opens_a_nifti_study_with_its_masks_as_one_overlay(tmp_path: Path
                           tmp_path / "up", remove_sources=False)
     assert study.ct_folder is not None
     loaded = load_for_viewing(study.ct_folder)
-    assert loaded.label_names == ["liver"]
-    assert loaded.labels is not None and int(loaded.labels.sum()) == 2 * 4 * 4  # 8 voxels per slice × 4 slices
-    image = render_axial(loaded.hu, 2, "腹部", loaded.labels)
+    assert set(loaded.layers) == {"organs"}  # a single-organ mask joins the organ layer
+    assert int((loaded.layers["organs"] > 0).sum()) == 2 * 4 * 4  # 8 voxels per slice × 4 slices
+    image = render_axial(loaded.hu, 2, "腹部", loaded.layers["organs"])
     assert image.shape[:2] == (8, 8)
     tinted = (image[..., 0] != image[..., 1]).sum()
     assert tinted == 8  # exactly the liver voxels of that slice carry colour
@@ -200,3 +201,136 @@ def test_progress_rows_show_planned_tools_running_and_finished_ones_done() -> No
                                                        ["judge_checkup", "完了", 0.12, ""]]
     # the checkpoint of the previous turn is not this turn's progress
     assert _progress_rows(agent, "t", before="c2") == [["（計画中）", "待機中", "", ""]]
+
+
+def _viewer_study(shape: tuple[int, int, int] = (40, 30, 5)) -> Any:
+    import numpy as np
+
+    from dokuei.ui.viewer import LoadedStudy
+
+    return LoadedStudy(np.full(shape, 40.0), np.diag([0.5, 0.5, 2.0, 1.0]))
+
+
+def test_zoomed_view_maps_a_click_back_to_the_voxel_measure_lymph_nodes_takes() -> None:
+    """Display (x, y) → RAS+ voxel (i, j, k): the display is rot90 of slice k (row = ny-1-j, col = i), then
+    cropped by the zoom; a click on the drawn voxel must give back that voxel's index."""
+    import numpy as np
+
+    from dokuei.ui.viewer import render_view, voxel_of_click
+
+    study = _viewer_study()
+    study.hu[12, 20, 3] = 3000.0  # one bright voxel, white in the 縦隔 window
+    view = render_view(study, 3, "縦隔", zoom=2.0, centre_rc=(30 - 1 - 20, 12))
+    assert view.image.shape[:2] == (15, 20)  # 30 × 40 display halved
+    rows, cols = np.nonzero(view.image[..., 0] == 255)
+    assert len(rows) == 1
+    assert voxel_of_click(view, int(cols[0]), int(rows[0])) == (12, 20, 3)
+    # an unzoomed view: crop offset 0, the same voxel
+    full = render_view(study, 3, "縦隔")
+    r, c = np.argwhere(full.image[..., 0] == 255)[0]
+    assert (full.row0, full.col0) == (0, 0) and voxel_of_click(full, int(c), int(r)) == (12, 20, 3)
+
+
+def test_tissue_layer_colours_muscle_red_and_fat_yellow_only_when_toggled() -> None:
+    import numpy as np
+
+    from dokuei.ui.viewer import TISSUE_RGB, render_view
+
+    study = _viewer_study()
+    tissue = np.zeros(study.hu.shape, dtype=np.uint8)
+    tissue[5:10, 5:10, 2] = 3  # skeletal_muscle in TotalSegmentator's tissue_types
+    tissue[20:25, 5:10, 2] = 1  # subcutaneous_fat
+    study.layers["tissue"] = tissue
+    study.tissue_rgb = {1: TISSUE_RGB["subcutaneous_fat"], 3: TISSUE_RGB["skeletal_muscle"]}
+    off = render_view(study, 2, "腹部", []).image
+    on = render_view(study, 2, "腹部", ["tissue"]).image
+    assert not (off == on).all() and (off[..., 0] == off[..., 1]).all()  # grey without the layer
+    grey = float(off[0, 0, 0])
+    # 40 % blend: muscle pixel R = 0.6·grey + 0.4·220; voxel (7, 7) → display (30-1-7, 7)
+    assert on[22, 7].tolist() == [int(0.6 * grey + 0.4 * c) for c in TISSUE_RGB["skeletal_muscle"]]
+    assert on[22, 22].tolist() == [int(0.6 * grey + 0.4 * c) for c in TISSUE_RGB["subcutaneous_fat"]]
+
+
+def test_node_layer_draws_the_outline_and_both_axes_of_a_node() -> None:
+    """A 12 × 6 voxel (6 × 3 mm) ellipse: the long axis (red) runs along i, the short (green) along j."""
+    import numpy as np
+
+    from dokuei.ui.viewer import LONG_AXIS_RGB, NODE_OUTLINE_RGB, SHORT_AXIS_RGB, render_view
+
+    study = _viewer_study()
+    i, j = np.mgrid[0:40, 0:30]
+    nodes = np.zeros(study.hu.shape, dtype=np.uint8)
+    nodes[..., 1] = (((i - 20) / 6.0) ** 2 + ((j - 15) / 3.0) ** 2 <= 1.0).astype(np.uint8)
+    study.layers["nodes"] = nodes
+    image = render_view(study, 1, "縦隔", ["nodes"]).image
+    red = np.argwhere((image == LONG_AXIS_RGB).all(axis=2))
+    green = np.argwhere((image == SHORT_AXIS_RGB).all(axis=2))
+    assert (image == NODE_OUTLINE_RGB).all(axis=2).any()
+    assert np.ptp(red[:, 1]) >= 9 and np.ptp(red[:, 0]) <= 1  # horizontal (along i), ≈ 12 voxels long
+    assert np.ptp(green[:, 0]) >= 4 and np.ptp(green[:, 1]) <= 1  # vertical (along j), ≈ 6 voxels
+    assert (render_view(study, 0, "縦隔", ["nodes"]).image == render_view(study, 0, "縦隔").image).all()  # none on k=0
+
+
+def test_side_by_side_study_follows_the_height_not_the_index() -> None:
+    import numpy as np
+
+    from dokuei.ui.viewer import LoadedStudy
+
+    fine = LoadedStudy(np.zeros((4, 4, 20)), np.diag([1.0, 1.0, 1.0, 1.0]))  # z = 0..19 mm
+    coarse = LoadedStudy(np.zeros((4, 4, 5)), np.array([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 5.0, 2.0],
+                                                          [0, 0, 0, 1.0]]))  # z = 2, 7, 12, 17, 22
+    assert fine.z_mm(12) == 12.0
+    assert coarse.slice_at_z(fine.z_mm(12)) == 2  # 12 mm is slice 2 of the 5 mm study
+    assert coarse.slice_at_z(fine.z_mm(0)) == 0
+
+
+def test_turn_queue_gives_each_waiting_turn_its_place_and_runs_them_all_in_order() -> None:
+    """One worker held by the first turn: the next two wait at places 1 and 2, then all three finish, in order."""
+    import threading
+    import time
+
+    from dokuei.ui.app import waiting_text
+    from dokuei.ui.turns import TurnQueue
+
+    gate = threading.Event()
+    finished: list[str] = []
+
+    def turn(name: str) -> str:
+        gate.wait(timeout=10)
+        finished.append(name)
+        return name
+
+    queue = TurnQueue(workers=1)
+    tickets = [queue.submit(turn, name) for name in ("a", "b", "c")]
+    deadline = time.monotonic() + 5
+    while tickets[0].position() != 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [t.position() for t in tickets] == [0, 1, 2]
+    assert waiting_text(1) == "順番待ちです（次に実行します）。"
+    assert waiting_text(2).startswith("順番待ちです（前に 1 件）")
+    gate.set()
+    assert [t.result() for t in tickets] == ["a", "b", "c"] and finished == ["a", "b", "c"]
+    assert [t.position() for t in tickets] == [0, 0, 0]
+
+
+def test_a_ct_answer_opens_its_study_at_the_measured_slice_and_recist_puts_the_baseline_beside(
+        tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from dokuei.studies import Study
+    from dokuei.ui.app import viewer_request
+
+    def study(name: str) -> Study:
+        s = Study(study_id=name, folder=tmp_path / name, uploaded_at=0.0)
+        s.nifti_study = s.folder / "A"
+        return s
+
+    a, b = study("s1"), study("s2")
+    body = SimpleNamespace(tool="measure_body_composition", ok=True, input={"study_path": str(a.folder / "A")},
+                           output={"l3_slice_index": 47})
+    assert viewer_request(SimpleNamespace(results=[body]), [a, b]) == ("s1", 47, None)
+    recist = SimpleNamespace(tool="assess_recist_response", ok=True,
+                             input={"study_paths": [str(b.folder / "A"), str(a.folder / "A")]}, output={})
+    assert viewer_request(SimpleNamespace(results=[recist]), [a, b]) == ("s1", None, "s2")
+    failed = SimpleNamespace(tool="measure_body_composition", ok=False, input=body.input, output=None)
+    assert viewer_request(SimpleNamespace(results=[failed]), [a, b]) is None

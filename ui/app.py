@@ -9,11 +9,11 @@ whenever the attachments or patient facts shrink, because the agent's session me
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 import unicodedata
 import uuid
@@ -25,6 +25,7 @@ from dokuei import studies as st
 from dokuei.patient import resolve_patient
 from dokuei.settings import Settings
 from dokuei.ui import access, present, viewer
+from dokuei.ui.turns import TurnQueue
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,21 @@ EXAMPLES = [
     "前回と比べてリンパ節は？RECIST で評価して",
 ]
 SEX_CHOICES = ["不明", "男性", "女性"]
+CLICK_MODES = ["拡大の中心にする", "リンパ節を計測する（クリック位置）"]
+ZOOM_CHOICES = ["1×", "1.5×", "2×", "3×"]
 ROLE_CHOICES = [("（なし）", ""), *((ja, role) for role, ja in st.ROLE_JA.items())]
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 #: how long a session's uploads are kept when the browser never says goodbye
 DEFAULT_RETENTION_HOURS = 24.0
+#: turns computed at once (the rest wait in line, with their position shown); DOKUEI_UI_WORKERS overrides
+DEFAULT_WORKERS = 2
+#: Gradio handlers that may wait at once: far above the workers, so a waiting turn can show its place
+_MAX_WAITING_TURNS = 32
 _POLL_S = 0.5
+RUNNING_JA = "ツールを選んで実行しています…"
+#: tools whose answer opens the CT viewer on the study they measured, at the slice they measured
+_VIEWER_SLICE_FIELD = {"measure_body_composition": "l3_slice_index", "measure_lymph_nodes": None,
+                       "assess_recist_response": None}
 
 
 def _number(text: Any) -> float | None:
@@ -76,7 +87,45 @@ def _form_problems(age: Any, height: Any, weight: Any) -> list[str]:
 def new_session_state() -> dict[str, Any]:
     session_id = uuid.uuid4().hex
     return {"id": session_id, "thread": session_id, "generation": 0, "studies": [],
-            "sent_attachments": [], "sent_patient": {}, "problems": []}
+            "sent_attachments": [], "sent_patient": {}, "problems": [], "last_turn": None, "view_request": None}
+
+
+def _forget_session(home: Path, state: dict[str, Any] | None) -> None:
+    """A closed tab or an expired session: its uploads and its rendered viewer frames are deleted."""
+    if state:
+        st.remove_session(home, state["id"])
+        shutil.rmtree(_viewer_dir(state["id"]), ignore_errors=True)
+
+
+def waiting_text(position: int) -> str:
+    """The line shown while a turn waits for a worker (other clinicians' questions are running)."""
+    return f"順番待ちです（前に {position - 1} 件）。前の質問が終わりしだい実行します。" if position > 1 else \
+        "順番待ちです（次に実行します）。"
+
+
+def _study_of(studies: list[st.Study], path: str | None) -> st.Study | None:
+    """The study a tool input path lies in (the tool was given one of its series or its NIfTI folder)."""
+    if not path:
+        return None
+    target = Path(path)
+    return next((s for s in studies if s.folder == target or s.folder in target.parents), None)
+
+
+def viewer_request(turn: Any, studies: list[st.Study]) -> tuple[str, int | None, str | None] | None:
+    """(study to show, slice or None for the middle, study beside it or None) after a CT answer."""
+    for result in turn.results:
+        if result.tool not in _VIEWER_SLICE_FIELD or not result.ok:
+            continue
+        inputs = result.input or {}
+        paths = [inputs.get("study_path"), *(inputs.get("study_paths") or [])]
+        found = [s for s in (_study_of(studies, p) for p in paths if p) if s is not None and s.ct_folder]
+        if not found:
+            continue
+        field_name = _VIEWER_SLICE_FIELD[result.tool]
+        index = (result.output or {}).get(field_name) if field_name else None
+        shown, beside = found[-1], (found[0] if len(found) > 1 else None)
+        return shown.study_id, int(index) if index is not None else None, beside.study_id if beside else None
+    return None
 
 
 def _header_patient(studies: list[st.Study]) -> dict[str, Any]:
@@ -139,7 +188,42 @@ def _doctor_text(settings: Settings) -> str:
         return f"診断を実行できませんでした（{type(exc).__name__}）。詳細はログにあります。"
 
 
-def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
+def _viewer_dir(session_id: str) -> Path:
+    return Path(tempfile.gettempdir()) / "dokuei-viewer" / session_id
+
+
+def _frame_file(state: dict[str, Any], image: Any, keep: int = 6) -> str:
+    """A rendered slice as a lossless PNG at zlib level 1: ~4x faster to encode than Gradio's default
+    (level 6 PNG, or lossy WebP), which dominated the scroll frame time. Old frames are pruned."""
+    from PIL import Image
+
+    folder = _viewer_dir(state["id"])
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / f"{time.monotonic_ns()}.png"
+    Image.fromarray(image).save(path, "PNG", compress_level=1)
+    for old in sorted(folder.glob("*.png"))[:-keep]:
+        old.unlink(missing_ok=True)
+    return str(path)
+
+
+def _full_report(settings: Settings, report_id: str) -> str | None:
+    """The archived report behind a [n] report citation, in full; None when the archive cannot say."""
+    try:
+        from dokuei.knowledge.archive import archive_root
+        from dokuei.knowledge.store import ReportStore
+
+        store = ReportStore(archive_root(settings, settings.chroma_url) / "reports.sqlite")
+        try:
+            record = store.reports([report_id]).get(report_id)
+        finally:
+            store.close()
+        return record.full_text() if record else None
+    except Exception:
+        log.warning("full report %s unreadable", report_id, exc_info=True)
+        return None
+
+
+def build_app(settings: Settings | None = None, agent: Any = None, workers: int | None = None) -> Any:
     import gradio as gr
 
     settings = settings or Settings.load()
@@ -150,7 +234,7 @@ def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
     uploads = st.uploads_root(settings.home)
     retention_h = float(os.environ.get("DOKUEI_UPLOAD_RETENTION_HOURS", DEFAULT_RETENTION_HOURS))
     st.purge_expired(settings.home, retention_h)
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="ui-turn")
+    turns = TurnQueue(workers or int(os.environ.get("DOKUEI_UI_WORKERS", DEFAULT_WORKERS)))
 
     def study_choices(state: dict[str, Any]) -> Any:
         rows = present.study_rows(state["studies"])
@@ -163,29 +247,63 @@ def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
 
     def studies_view(state: dict[str, Any], message: str) -> tuple[Any, ...]:
         return (present.study_rows(state["studies"]), message, study_choices(state), study_choices(state),
-                ct_choices(state))
+                ct_choices(state), ct_choices(state))
 
     views = viewer.ViewerCache()
 
-    def render(study_id: str | None, index: float, preset: str, overlay: bool, state: dict[str, Any]) -> Any:
+    def loaded_study(study_id: str | None, state: dict[str, Any]) -> viewer.LoadedStudy | None:
         study = next((s for s in state["studies"] if s.study_id == study_id), None)
         if study is None or study.ct_folder is None:
             return None
         try:
-            loaded = views.get(study.ct_folder)
+            return views.get(study.ct_folder)
         except Exception as exc:  # a CT the viewer cannot read is said so, the page stays
             log.exception("viewer could not load %s", study.ct_folder)
             raise gr.Error(f"この検査の画像を表示できません（{type(exc).__name__}）") from exc
-        return viewer.render_axial(loaded.hu, int(index or 0), preset or "縦隔", loaded.labels if overlay else None)
 
-    def open_ct(study_id: str | None, preset: str, overlay: bool, state: dict[str, Any]) -> tuple[Any, Any]:
-        study = next((s for s in state["studies"] if s.study_id == study_id), None)
-        if study is None or study.ct_folder is None:
-            return gr.update(maximum=1, value=0), None
-        n = views.get(study.ct_folder).hu.shape[2]
-        middle = n // 2
-        return gr.update(minimum=0, maximum=max(n - 1, 1), value=middle), render(study_id, middle, preset, overlay,
-                                                                                 state)
+    def render(study_id: str | None, compare_id: str | None, index: float, preset: str, zoom: str,
+               layers: list[str], state: dict[str, Any]) -> tuple[Any, Any]:
+        """The chosen study at ``index`` and, beside it, the comparison study at the same height."""
+        shown = loaded_study(study_id, state)
+        if shown is None:
+            return None, None
+        keys = [viewer.LAYERS_JA[name] for name in layers or [] if name in viewer.LAYERS_JA]
+        factor = float(str(zoom or "1").rstrip("×倍"))
+        view = viewer.render_view(shown, int(index or 0), preset or "縦隔", keys, factor, state.get("zoom_centre"))
+        state["view"] = view
+        other = loaded_study(compare_id, state) if compare_id and compare_id != study_id else None
+        beside = None
+        if other is not None:
+            k = other.slice_at_z(shown.z_mm(view.index))
+            beside = _frame_file(state, viewer.render_view(other, k, preset or "縦隔", keys, factor,
+                                                           state.get("zoom_centre")).image)
+        return _frame_file(state, view.image), beside
+
+    def open_ct(study_id: str | None, compare_id: str | None, preset: str, zoom: str, layers: list[str],
+                state: dict[str, Any]) -> tuple[Any, ...]:
+        shown = loaded_study(study_id, state)
+        if shown is None:
+            return gr.update(maximum=1, value=0), None, None
+        request = state.pop("view_request", None) or (None, None, None)
+        index = request[1] if request[0] == study_id and request[1] is not None else shown.n_slices // 2
+        state["zoom_centre"] = None
+        return (gr.update(minimum=0, maximum=max(shown.n_slices - 1, 1), value=index),
+                *render(study_id, compare_id, index, preset, zoom, layers, state))
+
+    def on_view_click(evt: gr.SelectData, mode: str, study_id: str | None, compare_id: str | None, index: float,
+                      preset: str, zoom: str, layers: list[str], state: dict[str, Any]) -> tuple[Any, ...]:
+        """Zoom mode: the click becomes the zoom centre. Node mode: the click seeds measure_lymph_nodes."""
+        view: viewer.View | None = state.get("view")
+        if view is None or evt.index is None:
+            return gr.update(), gr.update(), gr.update(), ""
+        x, y = int(evt.index[0]), int(evt.index[1])
+        if mode == CLICK_MODES[1]:
+            i, j, k = viewer.voxel_of_click(view, x, y)
+            question_text = f"クリックした位置 ({i}, {j}, {k}) のリンパ節を計測して"
+            note = f"計測する位置を質問欄に入れました（ボクセル {i}, {j}, {k}）。送信してください。"
+            return gr.update(), gr.update(), question_text, note
+        state["zoom_centre"] = (view.row0 + y, view.col0 + x)
+        return (*render(study_id, compare_id, index, preset, zoom, layers, state), gr.update(), "")
 
     def on_upload(files: list[str] | None, state: dict[str, Any]) -> tuple[Any, ...]:
         if not files:
@@ -200,7 +318,10 @@ def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
             return (None, state, *studies_view(state, f"⚠ 取り込みに失敗しました（{type(exc).__name__}）"))
         state["studies"].append(study)
         st.assign_roles(state["studies"])
-        note = f"検査を取り込みました: {study.modality}、シリーズ {len(study.series)}、スライス {study.n_slices}"
+        note = f"検査を取り込みました: {study.modality}、シリーズ {len(study.series)}、スライス {study.n_slices}" \
+            if study.series else f"検査を取り込みました: {study.modality}"
+        if study.segmentations:
+            note += f"（セグメンテーション: {'、'.join(study.segmentations)}）"
         if study.problems:
             note += "\n\n" + "\n\n".join(f"⚠ {p}" for p in study.problems)
         return (None, state, *studies_view(state, note))
@@ -226,45 +347,74 @@ def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
                                      _header_patient(state["studies"]))
         return resolution.banner_markdown()
 
+    ui: dict[str, Any] = {}  # the page's components by name, filled in below; handlers answer {component: value}
+
     def respond(message: str, history: list[dict[str, Any]], state: dict[str, Any], age: str | None,
-                sex: str | None, height: str | None, weight: str | None) -> Iterator[tuple[Any, ...]]:
-        locked = (gr.update(interactive=False), gr.update(interactive=False))
-        unlocked = (gr.update(interactive=True, value=""), gr.update(interactive=True))
+                sex: str | None, height: str | None, weight: str | None) -> Iterator[dict[Any, Any]]:
+        locked = {ui["question"]: gr.update(interactive=False), ui["send"]: gr.update(interactive=False)}
+        unlocked = {ui["question"]: gr.update(interactive=True, value=""), ui["send"]: gr.update(interactive=True)}
         if not (message or "").strip():
-            yield (history, state, gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), *unlocked)
+            yield unlocked
             return
         resolution = resolve_patient(message, _form_patient(age, sex, height, weight),
                                      _header_patient(state["studies"]))
         attachments = st.attachments_in_role_order(state["studies"])
         thread = _thread_for(state, attachments, resolution.values)
         history = [*history, {"role": "user", "content": present.escape_markdown(message)}]
-        pending = {"role": "assistant", "content": "ツールを選んで実行しています…"}
         before = _checkpoint_id(agent, thread)
-        future = pool.submit(agent.ask, message, attachments=attachments, patient=resolution.values,
-                             session_id=thread)
+        ticket = turns.submit(agent.ask, message, attachments=attachments, patient=resolution.values,
+                              session_id=thread)
         waiting = [["（計画中）", "待機中", "", ""]]
-        yield ([*history, pending], state, resolution.banner_markdown(), gr.update(), waiting, gr.update(),
-               gr.update(), *locked)
-        while not future.done():
+        shown = ""
+        while True:
+            position = ticket.position()
+            line = waiting_text(position) if position else RUNNING_JA
+            if line != shown or not position:
+                rows = waiting if position else _progress_rows(agent, thread, before)
+                yield {ui["chat"]: [*history, {"role": "assistant", "content": line}], ui["state"]: state,
+                       ui["banner"]: resolution.banner_markdown(), ui["trace"]: rows, **locked}
+                shown = line
+            if ticket.done():
+                break
             time.sleep(_POLL_S)
-            yield ([*history, pending], state, gr.update(), gr.update(), _progress_rows(agent, thread, before),
-                   gr.update(), gr.update(), *locked)
         try:
-            turn = future.result()
+            turn = ticket.result()
         except Exception as exc:  # the session must survive any bad input
             log.exception("UI turn failed")
             answer = f"エラーが発生しました（{type(exc).__name__}）。入力を確認してください。詳細はログにあります。"
-            yield ([*history, {"role": "assistant", "content": answer}], state, gr.update(), "", [], "", [], *unlocked)
+            yield {ui["chat"]: [*history, {"role": "assistant", "content": answer}], ui["sources"]: "",
+                   ui["trace"]: [], ui["raw"]: "", ui["gallery"]: [], **unlocked}
             return
+        state["last_turn"] = turn
         answer = present.answer_markdown(turn, resolution.conflict_message_ja(), _form_problems(age, height, weight))
-        yield ([*history, {"role": "assistant", "content": answer}], state, resolution.banner_markdown(),
-               present.sources_markdown(turn.citations), present.trace_rows(turn), present.raw_trace_json(turn),
-               present.gallery_items(turn), *unlocked)
+        update = {ui["chat"]: [*history, {"role": "assistant", "content": answer}], ui["state"]: state,
+                  ui["banner"]: resolution.banner_markdown(), ui["sources"]: present.sources_markdown(turn.citations),
+                  ui["trace"]: present.trace_rows(turn), ui["raw"]: present.raw_trace_json(turn),
+                  ui["gallery"]: present.gallery_items(turn),
+                  ui["source_pick"]: gr.update(choices=present.source_choices(turn.citations), value=None),
+                  **unlocked}
+        request = viewer_request(turn, state["studies"])
+        if request is not None:  # the CT answer opens its study in the viewer, at the measured slice
+            state["view_request"] = request
+            update[ui["ct_pick"]] = gr.update(value=request[0])
+            if request[2]:
+                update[ui["compare_pick"]] = gr.update(value=request[2])
+        yield update
+
+    # Gradio finds the event argument by its type; under postponed annotations it needs the class itself
+    on_view_click.__annotations__["evt"] = gr.SelectData
+
+    def open_source(number: int | None, state: dict[str, Any]) -> tuple[Any, ...]:
+        turn = state.get("last_turn")
+        if turn is None:
+            return "まだ回答がありません。", [], []
+        return present.source_detail(turn, number, lambda rid: _full_report(settings, rid))
 
     def new_session(state: dict[str, Any]) -> tuple[Any, ...]:
         old = state or {}
         if old.get("id"):
             shutil.rmtree(uploads / old["id"], ignore_errors=True)
+            shutil.rmtree(_viewer_dir(old["id"]), ignore_errors=True)
             reset = getattr(agent, "reset_session", None)
             if callable(reset):
                 for thread in {old["id"], old.get("thread", old["id"])}:
@@ -275,13 +425,14 @@ def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
         fresh = new_session_state()
         empty_banner = resolve_patient("", {}).banner_markdown()
         return ([], fresh, empty_banner, "", [], "", [], "", None, "", "", "", [],
-                "新しいセッションを開始しました", study_choices(fresh), study_choices(fresh), ct_choices(fresh), None)
+                "新しいセッションを開始しました", study_choices(fresh), study_choices(fresh), ct_choices(fresh),
+                ct_choices(fresh), None, None, gr.update(choices=[], value=None), "", [], [])
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         gr.Markdown(f"## {TITLE}\n院内でのみ動作します。回答の各記述には根拠の番号 [n] が付きます。")
         # a closed tab (or a session idle past the retention time) takes its uploads with it
         state = gr.State(new_session_state, time_to_live=retention_h * 3600,
-                         delete_callback=lambda s: st.remove_session(settings.home, s["id"]) if s else None)
+                         delete_callback=lambda s: _forget_session(settings.home, s))
         patient_banner = gr.Markdown(resolve_patient("", {}).banner_markdown(), elem_id="patient-banner")
         with gr.Tab("診療"):
             with gr.Row():
@@ -316,34 +467,59 @@ def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
                         role_pick = gr.Dropdown([], label="役割を変える検査", value=None)
                         role = gr.Dropdown(ROLE_CHOICES, label="役割", value=None)
                         set_role = gr.Button("役割を設定")
-                    sources = gr.Markdown(label="出典")
+                    sources = gr.Markdown(label="出典", elem_id="sources")
+                    with gr.Accordion("出典 [n] を開く（全文・ツール出力の表・画像）", open=True):
+                        source_pick = gr.Dropdown([], label="出典", value=None, elem_id="source-pick")
+                        source_text = gr.Markdown("", elem_id="source-text")
+                        source_table = gr.Dataframe(headers=present.SOURCE_TABLE_HEADERS, value=[],
+                                                    label="ツール出力", interactive=False, elem_id="source-table")
+                        source_images = gr.Gallery(label="出典の画像", height=360, object_fit="contain", columns=1,
+                                                   elem_id="source-images")
                     trace = gr.Dataframe(headers=present.TRACE_HEADERS, value=[], label="ツールの実行状況",
                                          interactive=False, elem_id="trace")
                     with gr.Accordion("実行記録（JSON）", open=False):
                         raw = gr.Code(language="json", label="tool_calls")
-                    with gr.Accordion("CT ビューア", open=False):
-                        ct_pick = gr.Dropdown([], label="表示する CT", value=None, elem_id="ct-pick")
-                        with gr.Row():
-                            preset = gr.Radio(list(viewer.WINDOWS_HU), value="縦隔", label="ウィンドウ")
-                            overlay = gr.Checkbox(value=True, label="セグメンテーションを重ねる")
-                        slice_index = gr.Slider(0, 1, value=0, step=1, label="スライス", elem_id="ct-slice")
-                        ct_view = gr.Image(label="CT", height=512, interactive=False, elem_id="ct-view",
-                                           buttons=["fullscreen"])
             # full width under the chat: a 12-lead ECG stays readable and is never cropped (object-fit contain)
             gallery = gr.Gallery(label="画像（オーバーレイ・波形）", height=640, object_fit="contain",
                                  columns=1, buttons=["download", "fullscreen"], elem_id="gallery")
+            with gr.Accordion("CT ビューア", open=True, elem_id="ct-viewer"):
+                with gr.Row():
+                    ct_pick = gr.Dropdown([], label="表示する CT", value=None, elem_id="ct-pick")
+                    compare_pick = gr.Dropdown([], label="並べて表示する CT（同じ高さ）", value=None,
+                                               elem_id="compare-pick")
+                with gr.Row():
+                    preset = gr.Radio(list(viewer.WINDOWS_HU), value="縦隔", label="ウィンドウ", elem_id="ct-window")
+                    zoom = gr.Radio(ZOOM_CHOICES, value="1×", label="拡大", elem_id="ct-zoom")
+                    layers = gr.CheckboxGroup(list(viewer.LAYERS_JA), value=list(viewer.LAYERS_JA),
+                                              label="重ねて表示", elem_id="ct-layers")
+                    click_mode = gr.Radio(CLICK_MODES, value=CLICK_MODES[0], label="画像をクリックすると",
+                                          elem_id="ct-click-mode")
+                slice_index = gr.Slider(0, 1, value=0, step=1, label="スライス", elem_id="ct-slice")
+                click_note = gr.Markdown("", elem_id="ct-click-note")
+                with gr.Row():
+                    ct_view = gr.Image(label="CT", height=560, interactive=False, elem_id="ct-view",
+                                       buttons=["fullscreen"])
+                    compare_view = gr.Image(label="比較", height=560, interactive=False, elem_id="compare-view",
+                                            buttons=["fullscreen"])
         with gr.Tab("管理者"):
             gr.Markdown("インストールと設定の状態（医師向けの画面には表示しません）。")
             doctor_button = gr.Button("診断を実行")
             doctor_out = gr.Code(language="json", label="dokuei doctor")
             doctor_button.click(lambda: _doctor_text(settings), None, doctor_out)
 
-        study_outputs = [study_table, upload_note, remove_pick, role_pick, ct_pick]
-        ct_pick.change(open_ct, [ct_pick, preset, overlay, state], [slice_index, ct_view])
-        view_inputs = [ct_pick, slice_index, preset, overlay, state]
-        slice_index.change(render, view_inputs, ct_view, trigger_mode="always_last")
-        preset.change(render, view_inputs, ct_view)
-        overlay.change(render, view_inputs, ct_view)
+        ui.update(chat=chat, state=state, banner=patient_banner, sources=sources, trace=trace, raw=raw,
+                  gallery=gallery, question=question, send=send, ct_pick=ct_pick, compare_pick=compare_pick,
+                  source_pick=source_pick)
+        study_outputs = [study_table, upload_note, remove_pick, role_pick, ct_pick, compare_pick]
+        view_settings = [preset, zoom, layers, state]
+        ct_pick.change(open_ct, [ct_pick, compare_pick, *view_settings], [slice_index, ct_view, compare_view])
+        view_inputs = [ct_pick, compare_pick, slice_index, *view_settings]
+        slice_index.change(render, view_inputs, [ct_view, compare_view], trigger_mode="always_last",
+                           concurrency_limit=None)
+        for control in (compare_pick, preset, zoom, layers):
+            control.change(render, view_inputs, [ct_view, compare_view])
+        ct_view.select(on_view_click, [click_mode, *view_inputs], [ct_view, compare_view, question, click_note])
+        source_pick.change(open_source, [source_pick, state], [source_text, source_table, source_images])
         for picker in (files, folder):
             picker.upload(on_upload, [picker, state], [picker, state, *study_outputs])
         remove.click(on_remove, [remove_pick, state], [state, *study_outputs])
@@ -351,13 +527,15 @@ def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
         for field in (age, sex, height, weight):
             field.change(banner, [question, state, age, sex, height, weight], patient_banner)
         inputs = [question, chat, state, age, sex, height, weight]
-        outputs = [chat, state, patient_banner, sources, trace, raw, gallery, question, send]
-        ask_send = send.click(respond, inputs, outputs, api_name="respond")
-        ask_submit = question.submit(respond, inputs, outputs)
+        outputs = list(ui.values())
+        # handlers far above the workers: a waiting turn runs its handler and shows its place in line
+        ask_send = send.click(respond, inputs, outputs, api_name="respond", concurrency_limit=_MAX_WAITING_TURNS)
+        ask_submit = question.submit(respond, inputs, outputs, concurrency_limit=_MAX_WAITING_TURNS)
         stop.click(lambda: (gr.update(interactive=True), gr.update(interactive=True)), None, [question, send],
                    cancels=[ask_send, ask_submit])
         reset_outputs = [chat, state, patient_banner, sources, trace, raw, gallery, age, sex, height, weight,
-                         question, study_table, upload_note, remove_pick, role_pick, ct_pick, ct_view]
+                         question, study_table, upload_note, remove_pick, role_pick, ct_pick, compare_pick,
+                         ct_view, compare_view, source_pick, source_text, source_table, source_images]
         clear.click(new_session, [state], reset_outputs, cancels=[ask_send, ask_submit])
         chat.clear(new_session, [state], reset_outputs, cancels=[ask_send, ask_submit])
     return app

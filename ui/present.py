@@ -91,3 +91,56 @@ def gallery_items(turn: Any) -> list[tuple[str, str]]:
 
 def study_rows(studies: list[Study]) -> list[list[Any]]:
     return [s.summary_row() for s in studies]
+
+
+SOURCE_TABLE_HEADERS = ["項目", "値"]
+_MAX_SOURCE_ROWS = 300
+
+
+def source_choices(citations: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """The [n] list a clinician opens a source from: 「[1] 体組成計測（L3）」."""
+    return [(f"[{c['number']}] {scrub_paths(str(c.get('label_ja', '')))}", int(c["number"])) for c in citations]
+
+
+def _flatten(value: Any, prefix: str, rows: list[list[Any]]) -> None:
+    """Nested tool output as 項目/値 rows: dicts by key, lists by 1-based position (nodes[2].short_axis_mm)."""
+    if len(rows) >= _MAX_SOURCE_ROWS:
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(item, f"{prefix}.{key}" if prefix else str(key), rows)
+    elif isinstance(value, list) and value and all(isinstance(v, (dict, list)) for v in value):
+        for i, item in enumerate(value, start=1):
+            _flatten(item, f"{prefix}[{i}]", rows)
+    else:
+        shown = "、".join(map(str, value)) if isinstance(value, list) else value
+        shown = f"{shown:g}" if isinstance(shown, float) else shown
+        rows.append([prefix, scrub_paths(str(shown)) if shown is not None else "—"])
+
+
+def output_rows(output: dict[str, Any] | None) -> list[list[Any]]:
+    """A tool output as a readable 項目/値 table (units are in the field names), server paths scrubbed."""
+    rows: list[list[Any]] = []
+    _flatten(output or {}, "", rows)
+    return rows
+
+
+def source_detail(turn: Any, number: int | None,
+                  full_report: Any = None) -> tuple[str, list[list[Any]], list[tuple[str, str]]]:
+    """What [n] opens: the full passage or report text, the tool's output as a table, its images.
+    ``full_report(report_id) -> str | None`` reads the archived report when the source is one."""
+    citation = next((c for c in (getattr(turn, "citations", None) or []) if c.get("number") == number), None)
+    if citation is None:
+        return "出典を選んでください。", [], []
+    head = f"**[{citation['number']}] {clinician_text(str(citation.get('label_ja', '')))}**"
+    text = str(citation.get("text", ""))
+    if citation.get("kind") == "report" and full_report is not None:
+        report_id = str(citation.get("id", "")).removeprefix("report:")
+        text = full_report(report_id) or text
+    result = next((r for r in turn.results if r.tool == citation.get("tool")), None)
+    if result is None:
+        return f"{head}\n\n{clinician_text(text)}", [], []
+    body = clinician_text(text or result.summary_ja)
+    images = [(a.path, a.caption_ja) for a in result.artifacts if a.kind == "image" and Path(a.path).is_file()]
+    rows = output_rows(result.output) if citation.get("kind") == "tool_result" else []
+    return f"{head}\n\n{body}", rows, images

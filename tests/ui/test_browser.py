@@ -8,9 +8,7 @@ the call itself rather than on text. Screenshots of failures go to the test's tm
 
 from __future__ import annotations
 
-import logging
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,106 +16,23 @@ from typing import Any
 import pytest
 
 from dokuei import testdata
-from dokuei.settings import Settings
+from tests.ui.conftest import CHROMIUM, RecordingAgent, serve
+from tests.ui.pages import ask, upload
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium: run scripts/setup.sh as root "
                        "(apt-get install chromium fonts-noto-cjk)"),
 ]
-TURN_TIMEOUT_MS = 120_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RecordingAgent:
-    """The real Agent; every ``ask`` is recorded so a test can read the attachments a turn got."""
-
-    def __init__(self, agent: Any) -> None:
-        self._agent = agent
-        self.calls: list[dict[str, Any]] = []
-
-    def ask(self, question: str, **kwargs: Any) -> Any:
-        self.calls.append({"question": question, **kwargs})
-        return self._agent.ask(question, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._agent, name)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, RecordingAgent, Path]]:
-    pytest.importorskip("playwright.sync_api", reason="pip install playwright (the [dev] extra)")
-    from dokuei.agent.graph import Agent
-    from dokuei.ui.app import build_app, launch_options
-
-    home = tmp_path_factory.mktemp("home")
-    settings = Settings.load(home=home)
-    agent = RecordingAgent(Agent(settings))
-    app = build_app(settings, agent=agent)
-    port = _free_port()
-    app.queue(default_concurrency_limit=2).launch(server_port=port, prevent_thread_lock=True, quiet=True,
-                                                  **launch_options(settings, "127.0.0.1"))
-    try:
-        yield f"http://127.0.0.1:{port}/", agent, home
-    finally:
-        app.close()
+    yield from serve(tmp_path_factory.mktemp("home"))
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture
-def page(browser: Any, served: tuple[str, RecordingAgent, Path], tmp_path: Path,
-         request: pytest.FixtureRequest) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1600, "height": 1200}, locale="ja-JP")
-    tab = context.new_page()
-    tab.goto(served[0])
-    tab.locator("#question textarea").wait_for()
-    try:
-        yield tab
-    finally:
-        failed = getattr(request.node, "rep_call", None)
-        if failed is None or failed.failed:
-            shot = tmp_path / f"{request.node.name}.png"
-            tab.screenshot(path=str(shot), full_page=True)
-            logging.getLogger(__name__).warning("screenshot of the failed page: %s", shot)
-        context.close()
-
-
-def _ask(page: Any, question: str) -> str:
-    page.locator("#question textarea").fill(question)
-    page.locator("#send").click()
-    # the turn runs while the pending line is shown; it is over when that line is gone and 送信 works again
-    page.locator("#chat").get_by_text("ツールを選んで実行しています").wait_for(timeout=30_000)
-    page.wait_for_function(
-        "() => { const t = document.querySelector('#chat')?.innerText || '';"
-        " const send = document.querySelector('#send');"
-        " return !t.includes('ツールを選んで実行しています') && send && !send.disabled; }",
-        timeout=TURN_TIMEOUT_MS)
-    return str(page.locator("#chat").inner_text())
-
-
-def _upload(page: Any, path: Path) -> str:
-    page.locator("#upload-files input[type=file]").set_input_files(str(path))
-    # Gradio shows its own "processing | 0.4s" in the element meanwhile: wait for our Japanese text
-    page.wait_for_function("() => /取り込|読み込|⚠/.test(document.querySelector('#upload-note')?.innerText || '')",
-                           timeout=30_000)
-    return str(page.locator("#upload-note").inner_text())
+_ask = ask
+_upload = upload
 
 
 def test_checkup_with_empty_patient_fields_uses_the_woman_in_the_question(page: Any) -> None:
@@ -159,6 +74,9 @@ def test_removed_ecg_is_never_used_and_the_new_plot_is_shown_uncropped(
     assert [p.name for p in session_dir.iterdir()] == [Path(used[0]).parents[1].name]
     image = page.locator("#gallery img").first
     image.wait_for(timeout=30_000)
+    image.scroll_into_view_if_needed()
+    page.wait_for_function("() => { const i = document.querySelector('#gallery img');"
+                           " return i && i.complete && i.naturalWidth > 0; }", timeout=30_000)
     box = image.bounding_box()
     natural = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
     assert box is not None and box["width"] >= 600  # readable, not a thumbnail
