@@ -249,3 +249,56 @@ def test_unknown_turn_and_format_are_refused_in_japanese(home: Path) -> None:
 
         parse_formats("")
     assert not os.path.exists(home / "x")
+
+
+def _call(result: Any) -> dict[str, Any]:
+    """A ToolResult as a turn's tool call (the shape of ``TurnResult.to_json()``)."""
+    assert result.output is not None, result.summary_ja
+    return {"name": result.tool, "input": result.input, "status": result.status.value, "output": result.output,
+            "provenance": result.provenance.model_dump(mode="json")}
+
+
+def test_organ_volume_sr_round_trips_each_structure(study: Path, home: Path, tmp_path: Path) -> None:
+    from dokuei.settings import Settings
+    from dokuei.tools.segment_ct import SegmentCt
+
+    call = _call(SegmentCt(Settings.load(home=home))({"study_path": str(study)}))
+    from dokuei.export import export_sr
+
+    (path,) = export_sr({"tool_calls": [call]}, tmp_path, "o")
+    _, values = read_sr(path)
+    present = {s["name"]: s for s in call["output"]["structures"] if s["present"]}
+    volumes = {v.group.removeprefix("organ "): (v.site, v.value, v.unit) for v in values if v.name == "118565006"}
+    assert set(volumes) == set(present)
+    for name, s in present.items():
+        _, value, unit = volumes[name]
+        assert unit == "ml" and abs(value - s["volume_ml"]) < 1e-9, name
+    assert volumes["liver"][0] == "10200004" and volumes["kidney_left"][0] == "64033007"  # SNOMED CT sites
+
+
+def test_lymph_node_sr_round_trips_axes_class_and_target_sum(home: Path, tmp_path: Path) -> None:
+    from dokuei.phantoms.ct_dicom import write_nodes_dicom_study
+    from dokuei.phantoms.nodes import pair_studies
+    from dokuei.settings import Settings
+    from dokuei.tools.measure_lymph_nodes import MeasureLymphNodes
+
+    baseline, _ = pair_studies()
+    folder = write_nodes_dicom_study(baseline, tmp_path / "nodes")
+    call = _call(MeasureLymphNodes(Settings.load(home=home))({"study_path": str(folder)}))
+    from dokuei.export import export_sr
+
+    (path,) = export_sr({"tool_calls": [call]}, tmp_path / "out", "n")
+    sr, values = read_sr(path)
+    nodes = call["output"]["nodes"]
+    assert nodes and all(n["short_axis_mm"] > 0 for n in nodes)
+    for n in nodes:
+        got = {v.name: (v.value, v.unit) for v in values if v.group == f"lymph node {n['node_id']}"}
+        assert got == {"103339001": (n["long_axis_mm"], "mm"), "103340004": (n["short_axis_mm"], "mm"),
+                       "118565006": (n["volume_ml"], "ml")}
+        assert all(v.site == "59441001" for v in values if v.group == f"lymph node {n['node_id']}")
+    (total,) = [v for v in values if v.name == "SUMTGTSA"]
+    assert total.value == call["output"]["sum_of_target_short_axes_mm"] and total.unit == "mm"
+    roles = sorted(str(n["role"]).upper() for n in nodes)
+    assert sorted(line.split("'")[1] for line in str(sr).splitlines()
+                  if "Code Value" in line and any(r in line for r in ("'TARGET'", "'NON_TARGET'", "'NORMAL'"))
+                  ) == roles  # the RECIST class of every node, as a private-scheme code

@@ -25,7 +25,7 @@ from dokuei.export.errors import ExportError
 from dokuei.io import dicom
 from dokuei.io.ctstudy import find_study
 from dokuei.io.grid import Volume
-from dokuei.io.volume import is_nifti, load_volume
+from dokuei.io.volume import CT_NIFTI_NAMES, is_nifti, load_volume
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,17 @@ def load_source(study_path: Path) -> SourceSeries:
     """The CT volume and the header of every source slice, or ExportError saying why there are none."""
     import pydicom
 
-    try:
-        study = find_study(Path(study_path))
-        ct = load_volume(study.image)
+    path = Path(study_path)
+    nifti = next((path / n for n in CT_NIFTI_NAMES if (path / n).is_file()), None) if path.is_dir() else None
+    if nifti is not None or (path.is_file() and is_nifti(path)):
+        raise ExportError(nifti_refusal_ja((nifti or path).name))
+    try:  # a DICOM folder (both CT study layouts), else whatever the CT-study reader finds
+        image = path if path.is_dir() and dicom.has_dicom_files(path) else Path(find_study(path).image)
+        if image.is_file() and is_nifti(image):
+            raise ExportError(nifti_refusal_ja(image.name))
+        ct = load_volume(image)
     except InputError as exc:
         raise ExportError(f"元の画像を読み直せないため DICOM SR/SEG を書き出せません: {exc.message_ja}") from exc
-    image = Path(study.image)
-    if image.is_file() and is_nifti(image):
-        raise ExportError(nifti_refusal_ja(image.name))
     if not image.is_dir():
         raise ExportError(f"{image.name} は DICOM フォルダではありません（zip は展開してから添付してください）。"
                           "DICOM SR/SEG は展開した DICOM 系列からのみ書き出せます。")

@@ -144,6 +144,21 @@ def write_dicom_study(outdir: Path, phantom: ct_phantom.Phantom | None = None) -
     return outdir
 
 
+def write_nodes_dicom_study(study: Any, folder: Path) -> Path:
+    """A lymph-node phantom study (:mod:`dokuei.phantoms.nodes`) with its CT as a DICOM series in ``dicom/``.
+
+    The node mask, TotalSegmentator map and study.json stay NIfTI/JSON beside it; ct.nii.gz is removed.
+    """
+    from dokuei.phantoms import nodes
+
+    nodes.write_study(study, folder, with_names=True)
+    ct, _, _ = nodes.render(study)
+    (folder / "ct.nii.gz").unlink()
+    write_ct_series(np.asarray(ct, dtype=np.float32), study.grid.affine, folder / "dicom", patient={},
+                    name=f"nodes-{study.study_date}", series_description="dokuei phantom lymph nodes CT")
+    return folder
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write the abdominal CT phantom as a DICOM series + masks.")
     parser.add_argument("outdir", type=Path)
