@@ -302,3 +302,29 @@ def test_lymph_node_sr_round_trips_axes_class_and_target_sum(home: Path, tmp_pat
     assert sorted(line.split("'")[1] for line in str(sr).splitlines()
                   if "Code Value" in line and any(r in line for r in ("'TARGET'", "'NON_TARGET'", "'NORMAL'"))
                   ) == roles  # the RECIST class of every node, as a private-scheme code
+
+
+def test_lymph_node_seg_overlays_the_phantom_node_mask_voxel_for_voxel(home: Path, tmp_path: Path) -> None:
+    from dokuei.export import export_seg
+    from dokuei.phantoms.ct_dicom import write_nodes_dicom_study
+    from dokuei.phantoms.nodes import pair_studies, render
+    from dokuei.settings import Settings
+    from dokuei.tools.measure_lymph_nodes import MeasureLymphNodes
+
+    baseline, _ = pair_studies()
+    folder = write_nodes_dicom_study(baseline, tmp_path / "nodes")
+    call = _call(MeasureLymphNodes(Settings.load(home=home))({"study_path": str(folder)}))
+    (path,) = export_seg({"tool_calls": [call]}, tmp_path / "out", "n")
+    _, truth, _ = render(baseline)  # the phantom's own label map: the exact expected masks
+    ds = pydicom.dcmread(path)
+    affine = baseline.grid.affine
+    got = np.zeros(truth.shape, dtype=np.int32)
+    labels = {s.SegmentNumber: int(s.SegmentLabel.split()[-1]) for s in ds.SegmentSequence}
+    frames = ds.pixel_array.reshape(-1, ds.Rows, ds.Columns)
+    for frame, item in zip(frames, ds.PerFrameFunctionalGroupsSequence, strict=True):
+        z = float(item.PlanePositionSequence[0].ImagePositionPatient[2])
+        k = round((z - affine[2, 3]) / affine[2, 2])
+        got[:, :, k][frame.astype(bool).T[::-1, ::-1]] = labels[item.SegmentIdentificationSequence[0]
+                                                                .ReferencedSegmentNumber]
+    assert sorted(labels.values()) == sorted(int(n["node_id"]) for n in call["output"]["nodes"])
+    assert int((got != np.asarray(truth)).sum()) == 0

@@ -7,8 +7,9 @@ with the same domain function (:func:`dokuei.ct.bodycomp.measure`) and must give
 as the turn did; otherwise the study changed and the SEG is refused. Each mask pixel is placed through
 :func:`dokuei.export.source.pixel_index_map`, so the SEG overlays the source voxel for voxel.
 
-Lymph-node masks (from a label file or clicks) are not exported as SEG yet: the node phantoms are NIfTI
-only, so nothing here could be checked against a DICOM source.
+Lymph nodes: one segment per node (its mask from the label file or grown from clicks, recomputed with the
+tool's inputs and refused unless every short axis matches the turn's), frames on each source slice the
+node covers.
 """
 
 from __future__ import annotations
@@ -114,7 +115,62 @@ def build_body_composition_seg(call: dict[str, Any], source: SourceSeries) -> An
         series_description=f"dokuei {call['name']} masks (AI, unverified)")
 
 
-SEG_BUILDERS = {"measure_body_composition": build_body_composition_seg}
+def lymph_node_masks(call: dict[str, Any], source: SourceSeries) -> dict[int, np.ndarray]:
+    """node id → full canonical mask, recomputed with the tool's own inputs, checked against its short axes."""
+    from dokuei.errors import InputError, UnavailableError
+    from dokuei.lymph.recist import load_rules
+    from dokuei.lymph.study import Seed, measure_study, open_study
+    from dokuei.settings import Settings
+
+    inp, out = call.get("input") or {}, call["output"]
+    try:
+        study = open_study(Path(str(inp["study_path"])), Path(str(inp["mask_path"])) if inp.get("mask_path") else None)
+        seeds = [Seed(tuple(c["point"]), c.get("coordinate_system", "voxel")) for c in inp.get("clicks") or []]
+        nodes = measure_study(study, seeds, inp.get("mask_source", "auto"), Settings.load().weights_root, "cpu",
+                              load_rules())
+    except (InputError, UnavailableError) as exc:
+        raise ExportError(f"リンパ節のマスクを作り直せないため DICOM SEG を書き出せません: {exc.message_ja}") from exc
+    recorded = {int(n["node_id"]): float(n["short_axis_mm"]) for n in out.get("nodes", [])}
+    now = {r.label: float(r.axes.short_axis_mm) for r in nodes.nodes}
+    if set(now) != set(recorded) or any(abs(round(now[k], 1) - recorded[k]) > 0.01 for k in recorded):
+        raise ExportError("作り直したリンパ節の計測が回答時と一致しないため、DICOM SEG は書き出しません。")
+    masks = {}
+    for label, (crop, offset) in nodes.masks.items():
+        full = np.zeros(source.ct.shape, dtype=bool)
+        i, j, k = offset
+        full[i:i + crop.shape[0], j:j + crop.shape[1], k:k + crop.shape[2]] = crop
+        masks[label] = full
+    return masks
+
+
+def build_lymph_node_seg(call: dict[str, Any], source: SourceSeries) -> Any:
+    import highdicom as hd
+    from pydicom.uid import generate_uid
+
+    masks = lymph_node_masks(call, source)
+    labels = sorted(label for label, m in masks.items() if m.any())
+    if not labels:
+        raise ExportError("リンパ節のマスクが空のため、DICOM SEG は書き出しません。")
+    slices = sorted({int(k) for label in labels for k in np.flatnonzero(masks[label].any(axis=(0, 1)))})
+    images = [source.datasets[k] for k in slices]
+    pixels = np.zeros((len(slices), int(images[0].Rows), int(images[0].Columns), len(labels)), dtype=bool)
+    for f, k in enumerate(slices):
+        index = pixel_index_map(source.datasets[k], source.ct)
+        for s, label in enumerate(labels):
+            pixels[f, :, :, s] = to_frame(masks[label][:, :, k], index)
+    node = ("59441001", "SCT", "Lymph node")
+    descriptions = [_description(s + 1, f"lymph node {label}", ("91723000", "SCT", "Anatomical Structure"), node,
+                                 call) for s, label in enumerate(labels)]
+    return hd.seg.Segmentation(
+        source_images=images, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions, series_instance_uid=generate_uid(), series_number=SEG_SERIES_NUMBER,
+        sop_instance_uid=generate_uid(), instance_number=1, manufacturer="dokuei",
+        manufacturer_model_name=str(call["name"]), software_versions=f"dokuei {__version__}",
+        device_serial_number="0", content_label="DOKUEI_NODES", content_description="lymph node masks (AI)",
+        series_description=f"dokuei {call['name']} masks (AI, unverified)")
+
+
+SEG_BUILDERS = {"measure_body_composition": build_body_composition_seg, "measure_lymph_nodes": build_lymph_node_seg}
 
 
 def write_seg(turn: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
@@ -123,8 +179,8 @@ def write_seg(turn: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
 
     calls = [c for c in sr_calls(turn) if c["name"] in SEG_BUILDERS]
     if not calls:
-        raise ExportError("この回答には DICOM SEG にできるマスク（L3 の筋・脂肪）がありません"
-                          "（リンパ節・臓器のマスクの SEG 出力は未対応です）。")
+        raise ExportError("この回答には DICOM SEG にできるマスク（L3 の筋・脂肪、リンパ節）がありません"
+                          "（臓器のマスクの SEG 出力は未対応です）。")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for n, call in enumerate(calls):
