@@ -328,3 +328,26 @@ def test_lymph_node_seg_overlays_the_phantom_node_mask_voxel_for_voxel(home: Pat
                                                                 .ReferencedSegmentNumber]
     assert sorted(labels.values()) == sorted(int(n["node_id"]) for n in call["output"]["nodes"])
     assert int((got != np.asarray(truth)).sum()) == 0
+
+
+def test_recist_response_sr_carries_the_category_and_the_target_sum(home: Path, tmp_path: Path) -> None:
+    from dokuei.export import export_sr
+    from dokuei.phantoms.ct_dicom import write_nodes_dicom_study
+    from dokuei.phantoms.nodes import pair_studies
+    from dokuei.settings import Settings
+    from dokuei.tools.assess_recist_response import AssessRecistResponse
+
+    baseline, followup = pair_studies()
+    paths = [str(write_nodes_dicom_study(s, tmp_path / name)) for s, name in ((baseline, "b"), (followup, "f"))]
+    call = _call(AssessRecistResponse(Settings.load(home=home))({"study_paths": paths}))
+    assert call["output"]["overall_response"] == "PD"  # the right paratracheal node grows 16 -> 24 mm
+    (path,) = export_sr({"tool_calls": [call]}, tmp_path / "out", "r")
+    sr, values = read_sr(path)
+    last = call["output"]["timepoints"][-1]
+    (total,) = [v for v in values if v.name == "SUMTGTSA"]
+    assert total.value == last["sum_of_target_short_axes_mm"] and total.unit == "mm"
+    assert "'PD'" in str(sr) and "112020" in str(sr)  # Response Evaluation (DCM) = PD
+    # the SR references the follow-up series (the timepoint judged), not the baseline
+    follow_uid = pydicom.dcmread(sorted((tmp_path / "f" / "dicom").iterdir())[0]).SeriesInstanceUID
+    assert follow_uid != pydicom.dcmread(sorted((tmp_path / "b" / "dicom").iterdir())[0]).SeriesInstanceUID
+    assert sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].SeriesInstanceUID == follow_uid
