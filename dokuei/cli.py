@@ -81,15 +81,45 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         _out(f"エラー: 添付ファイルが見つかりません: {', '.join(missing)}")
         return 2
+    formats: list[str] = []
+    if args.export:
+        from dokuei.export import ExportError, parse_formats
+
+        try:
+            formats = parse_formats(args.export[0])
+        except ExportError as exc:
+            _out(f"エラー: {exc}")
+            return 2
     agent = Agent(settings, checkpointer=sqlite_checkpointer(settings.checkpoint_db))
     turn = agent.ask(args.question, attachments=args.attach, patient=patient, session_id=args.session)
+    payload = turn.to_json()
+    turn_id = _store_turn(settings, payload, args.question, [r.sha256() for r in turn.results])
     if args.json:
-        _out(json.dumps(turn.to_json(), ensure_ascii=False, indent=2, default=str))
+        _out(json.dumps({**payload, "turn_id": turn_id}, ensure_ascii=False, indent=2, default=str))
     else:
         _out(turn.answer_ja)
         if not turn.verified:
             _out("（注意: この回答の一部は根拠の検証に通りませんでした）")
+        if turn_id:
+            _out(f"ターン ID: {turn_id}（dokuei export {turn_id} --formats … --out DIR で書き出せます）")
+    if formats:
+        from dokuei.export.cli import print_export
+
+        return print_export({**payload, "turn_id": turn_id}, formats, Path(args.export[1]), args.question)
     return 0
+
+
+def _store_turn(settings: Settings, payload: dict[str, Any], question: str, result_sha256: list[str]) -> str:
+    """Keep the turn (de-identified) for ``dokuei export TURN_ID``; "" when it cannot be stored."""
+    from dokuei.export.turns import save_turn
+
+    if not payload.get("tool_calls"):
+        return ""
+    try:
+        return save_turn(settings, payload, question, result_sha256)
+    except OSError:
+        log.exception("turn result could not be stored")
+        return ""
 
 
 def cmd_tools(args: argparse.Namespace, settings: Settings) -> int:
@@ -187,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--patient", help="age=55,sex=M,height_cm=170,weight_kg=60,id=P001")
     ask.add_argument("--session", help="session id: continue a conversation")
     ask.add_argument("--json", action="store_true", help="answer, citations and full tool outputs as JSON")
+    ask.add_argument("--export", nargs=2, metavar=("FORMATS", "DIR"),
+                     help="also write the result: comma-separated sr,seg,fhir,pdf,txt into folder DIR")
     ask.set_defaults(func=cmd_ask)
 
     tools = sub.add_parser("tools", help="list tools with availability, or run one")

@@ -1,46 +1,44 @@
-"""``dokuei mcp`` (tools over MCP) and ``dokuei export`` (a question's result as FHIR / text files)."""
+"""``dokuei mcp`` (tools over MCP) and ``dokuei export TURN_ID`` (a stored turn as SR/SEG/FHIR/PDF/text)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from dokuei.export import ExportError
+from dokuei.export.errors import ExportError
 from dokuei.settings import Settings
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("fhir", "txt", "pdf")
-
 
 def write_exports(turn: dict[str, Any], formats: list[str], out_dir: Path, question: str = "") -> list[Path]:
-    """Write the requested formats for one turn (``TurnResult.to_json()``) into ``out_dir``."""
-    from dokuei.export.fhir import turn_bundle
-    from dokuei.export.text import turn_text
+    """Write the requested formats for one turn (``TurnResult.to_json()``) into ``out_dir``.
+
+    Unknown formats raise ValueError; a format that cannot be written raises ExportError (Japanese).
+    """
+    from dokuei.export import FORMATS, export_turn
 
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ValueError(f"未対応の出力形式: {', '.join(unknown)}（対応: {', '.join(FORMATS)}）")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"dokuei-{str(turn.get('session_id', 'turn'))[:12]}"
-    written = []
-    if "fhir" in formats:
-        path = out_dir / f"{stem}.fhir.json"
-        path.write_text(json.dumps(turn_bundle(turn), ensure_ascii=False, indent=2), encoding="utf-8")
-        written.append(path)
-    if "pdf" in formats:
-        from dokuei.export.pdf import turn_pdf
+    report = export_turn(turn, formats, out_dir, question)
+    if report.refused_ja:
+        raise ExportError(" / ".join(f"{fmt}: {why}" for fmt, why in report.refused_ja.items()))
+    return report.written
 
-        written.append(turn_pdf(turn, out_dir / f"{stem}.pdf", question))
-    if "txt" in formats:
-        path = out_dir / f"{stem}.txt"
-        path.write_text(turn_text(turn, question), encoding="utf-8")
-        written.append(path)
-    return written
+
+def print_export(turn: dict[str, Any], formats: list[str], out_dir: Path, question: str = "") -> int:
+    """Write the formats, print one line per file written and per format refused; 0 when all were written."""
+    from dokuei.export import export_turn
+
+    report = export_turn(turn, formats, out_dir, question)
+    lines = [f"書き出し: {p}" for p in report.written]
+    lines += [f"書き出せませんでした（{fmt}）: {why}" for fmt, why in report.refused_ja.items()]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 1 if report.refused_ja else 0
 
 
 def _cli_mcp(args: argparse.Namespace) -> int:
@@ -56,26 +54,23 @@ def _cli_mcp(args: argparse.Namespace) -> int:
 
 
 def _cli_export(args: argparse.Namespace) -> int:
-    from dokuei.agent.graph import Agent
+    from dokuei.export import parse_formats
+    from dokuei.export.turns import load_turn, needs_source, point_to_source
 
     settings = Settings.load()
-    agent = Agent(settings)
-    turn = agent.ask(args.question, attachments=args.attach, patient=_patient(args.patient))
-    payload = turn.to_json()
     try:
-        paths = write_exports(payload, [f.strip() for f in args.formats.split(",") if f.strip()], args.out,
-                              args.question)
-    except (ValueError, ExportError) as exc:
+        formats = parse_formats(args.formats)
+        turn = load_turn(settings, args.turn_id)
+        if args.source is not None:
+            turn = point_to_source(turn, args.source)
+        elif needs_source(turn) and {"sr", "seg"} & set(formats):
+            sys.stdout.write("注意: 元画像のパスは個人情報保護のため保存していません。DICOM SR/SEG には "
+                             "--source で元の DICOM フォルダを指定してください。\n")
+    except ExportError as exc:
         sys.stdout.write(f"エラー: {exc}\n")
         return 2
-    sys.stdout.write(turn.answer_ja + "\n\n" + "\n".join(f"書き出し: {p}" for p in paths) + "\n")
-    return 0
-
-
-def _patient(text: str | None) -> dict[str, Any]:
-    from dokuei.patient import parse_patient
-    result: dict[str, Any] = parse_patient(text)
-    return result
+    question = turn.get("question") if isinstance(turn.get("question"), str) else ""
+    return print_export(turn, formats, args.out, str(question or ""))
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -87,10 +82,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                      help="folder whose files the tools may read (repeatable; default: the current folder)")
     mcp.set_defaults(func=_cli_mcp)
 
-    export = subparsers.add_parser("export", help="ask a question and write its result as FHIR R4 / text")
-    export.add_argument("question")
-    export.add_argument("--attach", action="append", default=[], metavar="PATH")
-    export.add_argument("--patient", help="age=55,sex=M,height_cm=170")
-    export.add_argument("--formats", default="fhir,txt", help=f"comma-separated: {','.join(FORMATS)}")
+    export = subparsers.add_parser(
+        "export", help="write a stored turn (dokuei ask prints its id) as SR/SEG/FHIR/PDF/text")
+    export.add_argument("turn_id", help="the turn id that `dokuei ask` printed")
+    export.add_argument("--formats", default="fhir,txt", help="comma-separated: sr,seg,fhir,pdf,txt")
     export.add_argument("--out", type=Path, required=True, help="output folder")
+    export.add_argument("--source", type=Path, help="the DICOM study measured (SR/SEG reference it; checked by hash)")
     export.set_defaults(func=_cli_export)

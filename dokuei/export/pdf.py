@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dokuei.export import ExportError
+from dokuei.export.errors import ExportError
 from dokuei.export.fhir import measurements
 from dokuei.export.text import DISCLAIMER_JA, without_paths
 from dokuei.fonts import FONT_FAMILY, japanese_font_path
