@@ -25,6 +25,7 @@ from dokuei import studies as st
 from dokuei.patient import resolve_patient
 from dokuei.settings import Settings
 from dokuei.ui import present, viewer
+from dokuei.ui.downloads import build_downloads
 
 log = logging.getLogger(__name__)
 
@@ -332,6 +333,7 @@ def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
             # full width under the chat: a 12-lead ECG stays readable and is never cropped (object-fit contain)
             gallery = gr.Gallery(label="画像（オーバーレイ・波形）", height=640, object_fit="contain",
                                  columns=1, buttons=["download", "fullscreen"], elem_id="gallery")
+            downloads = build_downloads(settings, agent)  # this turn's FHIR/PDF/text/SR/SEG (ui/downloads.py)
         with gr.Tab("管理者"):
             gr.Markdown("インストールと設定の状態（医師向けの画面には表示しません）。")
             doctor_button = gr.Button("診断を実行")
@@ -360,6 +362,7 @@ def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
                          question, study_table, upload_note, remove_pick, role_pick, ct_pick, ct_view]
         clear.click(new_session, [state], reset_outputs, cancels=[ask_send, ask_submit])
         chat.clear(new_session, [state], reset_outputs, cancels=[ask_send, ask_submit])
+        chat.change(downloads.refresh, [state, chat], downloads.files)
     return app
 
 
