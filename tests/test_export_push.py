@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import argparse
 import email.parser
 import email.policy
 import json
@@ -322,23 +323,23 @@ def test_no_dicom_to_send_and_unknown_target(tmp_path: Path, checkup_bundle: Pat
 
 # --- the CLI flag ----------------------------------------------------------------------------------
 
-def test_cli_export_push_fhir(tmp_path: Path, http: Http, monkeypatch: pytest.MonkeyPatch,
-                              capsys: pytest.CaptureFixture[str]) -> None:
-    from dokuei.cli import main
+def test_push_flag_prints_each_outcome_and_exits_3_on_failure(tmp_path: Path, checkup_bundle: Path, http: Http,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from dokuei.cli import build_parser
+    from dokuei.export.push import push_written
 
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert any("--push" in action.option_strings for action in sub.choices["export"]._actions)  # the flag is wired
     http.reply_body = _transaction_response
-    monkeypatch.setenv("DOKUEI_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("DOKUEI_FHIR_URL", f"{http.url}/fhir")
-    out = tmp_path / "out"
-    rc = main(["export", CHECKUP_Q, "--formats", "fhir,txt", "--out", str(out), "--push", "fhir"])
-    printed = capsys.readouterr().out
-    assert rc == 0, printed
-    assert "送信: FHIR サーバー" in printed and len(http.requests) == 1
-    posted = json.loads(http.requests[0]["body"])
-    written = json.loads(next(out.glob("*.fhir.json")).read_text(encoding="utf-8"))
-    assert posted == written  # the file on disk is exactly what was sent
-
+    settings = Settings.load(home=tmp_path / "home", fhir_url=f"{http.url}/fhir")
+    assert push_written("", [checkup_bundle], settings) == 0 and http.requests == []  # no flag, no traffic
+    assert push_written("fhir", [checkup_bundle], settings) == 0
+    assert "送信: FHIR サーバー" in capsys.readouterr().out
+    assert json.loads(http.requests[0]["body"]) == json.loads(checkup_bundle.read_text(encoding="utf-8"))
     http.reply_status = 500
-    rc = main(["export", CHECKUP_Q, "--formats", "fhir", "--out", str(out), "--push", "fhir"])
+    assert push_written("fhir,pacs", [checkup_bundle], settings) == 3
     printed = capsys.readouterr().out
-    assert rc == 3 and "送信失敗" in printed and "HTTP 500" in printed and next(out.glob("*.fhir.json")).exists()
+    assert "送信失敗: FHIR サーバー" in printed and "HTTP 500" in printed
+    assert "送信失敗: 送信先 pacs が設定されていない" in printed
+    assert checkup_bundle.exists()
+    assert push_written("ftp", [checkup_bundle], settings) == 2

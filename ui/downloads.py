@@ -36,11 +36,14 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def export_formats() -> list[str]:
-    """The formats written for download: those of ``dokuei export``, plus SR/SEG when their writers exist."""
-    from dokuei.export.cli import FORMATS
+    """The formats written for download: those dokuei can export, SR/SEG only when their writers exist."""
+    import dokuei.export as export
+    from dokuei.export import cli
 
-    extra = [f for f in ("sr", "seg") if f not in FORMATS and importlib.util.find_spec(f"dokuei.export.{f}")]
-    return [*FORMATS, *extra]
+    known = getattr(export, "FORMATS", None) or getattr(cli, "FORMATS", ())  # the list moves with the SR/SEG work
+    extra = [f for f in ("sr", "seg") if f not in known]
+    return [f for f in (*known, *extra)
+            if f not in ("sr", "seg") or importlib.util.find_spec(f"dokuei.export.{f}") is not None]
 
 
 def _text(content: Any) -> str:

@@ -69,30 +69,9 @@ def _cli_export(args: argparse.Namespace) -> int:
         sys.stdout.write(f"エラー: {exc}\n")
         return 2
     sys.stdout.write(turn.answer_ja + "\n\n" + "\n".join(f"書き出し: {p}" for p in paths) + "\n")
+    from dokuei.export.push import push_written
+
     return push_written(args.push, paths, settings)
-
-
-def add_push_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--push", default="", metavar="pacs,stow,fhir",
-                        help="after writing, send to the configured PACS (C-STORE), DICOMweb (STOW-RS) or FHIR "
-                             "server; nothing is sent without this flag and a configured destination")
-
-
-def push_written(targets_text: str, paths: list[Path], settings: Settings) -> int:
-    """Send written exports where ``--push`` asks; 0 when all arrived, 3 when any did not (files stay)."""
-    targets = [t.strip() for t in (targets_text or "").split(",") if t.strip()]
-    if not targets:
-        return 0
-    from dokuei.export.push import push_exports
-
-    try:
-        outcomes = push_exports(targets, paths, settings)
-    except ValueError as exc:
-        sys.stdout.write(f"エラー: {exc}\n")
-        return 2
-    for outcome in outcomes:
-        sys.stdout.write(f"{'送信' if outcome.ok else '送信失敗'}: {outcome.message_ja}\n")
-    return 0 if all(o.ok for o in outcomes) else 3
 
 
 def _patient(text: str | None) -> dict[str, Any]:
@@ -116,5 +95,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--patient", help="age=55,sex=M,height_cm=170")
     export.add_argument("--formats", default="fhir,txt", help=f"comma-separated: {','.join(FORMATS)}")
     export.add_argument("--out", type=Path, required=True, help="output folder")
+    from dokuei.export.push import add_push_argument
+
     add_push_argument(export)
     export.set_defaults(func=_cli_export)

@@ -16,9 +16,11 @@ The policy is what a hospital IT team expects of a machine on its clinical netwo
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import logging
 import socket
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -297,4 +299,27 @@ def push_exports(targets: list[str], written: list[Path], settings: Settings) ->
     for outcome in outcomes:
         log.info("push %s %s ok=%s sent=%d", outcome.target, outcome.destination, outcome.ok, len(outcome.sent))
     return outcomes
+
+
+# --- the command line (``dokuei export … --push``) ------------------------------------------------
+
+def add_push_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--push", default="", metavar="pacs,stow,fhir",
+                        help="after writing, send to the configured PACS (C-STORE), DICOMweb (STOW-RS) or FHIR "
+                             "server; nothing is sent without this flag and a configured destination")
+
+
+def push_written(targets_text: str, paths: list[Path], settings: Settings) -> int:
+    """Send written exports where ``--push`` asks; 0 when all arrived, 3 when any did not (files stay)."""
+    targets = [t.strip() for t in (targets_text or "").split(",") if t.strip()]
+    if not targets:
+        return 0
+    try:
+        outcomes = push_exports(targets, paths, settings)
+    except ValueError as exc:
+        sys.stdout.write(f"エラー: {exc}\n")
+        return 2
+    for outcome in outcomes:
+        sys.stdout.write(f"{'送信' if outcome.ok else '送信失敗'}: {outcome.message_ja}\n")
+    return 0 if all(o.ok for o in outcomes) else 3
 
