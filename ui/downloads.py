@@ -40,7 +40,9 @@ def export_formats() -> list[str]:
     import dokuei.export as export
     from dokuei.export import cli
 
-    known = getattr(export, "FORMATS", None) or getattr(cli, "FORMATS", ())  # the list moves with the SR/SEG work
+    # the list moves to dokuei.export with the SR/SEG work
+    listed: Any = getattr(export, "FORMATS", None) or getattr(cli, "FORMATS", ())
+    known = tuple(str(f) for f in listed)
     extra = [f for f in ("sr", "seg") if f not in known]
     return [f for f in (*known, *extra)
             if f not in ("sr", "seg") or importlib.util.find_spec(f"dokuei.export.{f}") is not None]
