@@ -50,6 +50,23 @@ class Settings:
     question_retention: QuestionRetention = field(default="hash", metadata={"env": "DOKUEI_QUESTION_RETENTION"})
     #: longer questions are refused before any routing work
     max_question_chars: int = field(default=4000, metadata={"env": "DOKUEI_MAX_QUESTION_CHARS"})
+    # --- push to hospital systems (``dokuei export --push``): nothing is sent unless a destination is set ---
+    #: DICOM C-STORE destination (the PACS node's host, port and called AE title)
+    pacs_host: str | None = field(default=None, metadata={"env": "DOKUEI_PACS_HOST"})
+    pacs_port: int = field(default=104, metadata={"env": "DOKUEI_PACS_PORT"})
+    pacs_ae_title: str = field(default="PACS", metadata={"env": "DOKUEI_PACS_AE_TITLE"})
+    calling_ae_title: str = field(default="DOKUEI", metadata={"env": "DOKUEI_CALLING_AE_TITLE"})
+    #: DICOMweb STOW-RS endpoint, e.g. ``http://pacs.hospital.local/dicomweb/studies``
+    stow_url: str | None = field(default=None, metadata={"env": "DOKUEI_STOW_URL"})
+    stow_token: str | None = field(default=None, metadata={"env": "DOKUEI_STOW_TOKEN"})
+    #: FHIR R4 base URL; the transaction Bundle is POSTed to it
+    fhir_url: str | None = field(default=None, metadata={"env": "DOKUEI_FHIR_URL"})
+    fhir_token: str | None = field(default=None, metadata={"env": "DOKUEI_FHIR_TOKEN"})
+    #: CA certificate file for https destinations signed by the hospital's own CA
+    push_ca_file: Path | None = field(default=None, metadata={"env": "DOKUEI_PUSH_CA_FILE"})
+    push_timeout_s: float = field(default=30.0, metadata={"env": "DOKUEI_PUSH_TIMEOUT_S"})
+    #: destinations must resolve to loopback or private (hospital LAN) addresses unless this is true
+    push_allow_public: bool = field(default=False, metadata={"env": "DOKUEI_PUSH_ALLOW_PUBLIC"})
 
     @property
     def weights_root(self) -> Path:
@@ -110,6 +127,14 @@ def _coerce(f: dataclasses.Field[Any], raw: Any) -> Any:
         return float(raw)
     if type_text == "int":
         return int(raw)
+    if type_text == "bool":
+        if isinstance(raw, bool):
+            return raw
+        if str(raw).strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(raw).strip().lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"{f.name} must be true or false, got {raw!r}")
     literal = {"LlmBackendName": LlmBackendName, "DeviceName": DeviceName,
                "QuestionRetention": QuestionRetention}.get(type_text)
     if literal is not None:

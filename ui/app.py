@@ -25,6 +25,7 @@ from dokuei import studies as st
 from dokuei.patient import resolve_patient
 from dokuei.settings import Settings
 from dokuei.ui import access, present, viewer
+from dokuei.ui.downloads import build_downloads
 from dokuei.ui.turns import TurnQueue
 
 log = logging.getLogger(__name__)
@@ -501,6 +502,7 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
                                        buttons=["fullscreen"])
                     compare_view = gr.Image(label="比較", height=560, interactive=False, elem_id="compare-view",
                                             buttons=["fullscreen"])
+            downloads = build_downloads(settings, agent)  # this turn's FHIR/PDF/text/SR/SEG (ui/downloads.py)
         with gr.Tab("管理者"):
             gr.Markdown("インストールと設定の状態（医師向けの画面には表示しません）。")
             doctor_button = gr.Button("診断を実行")
@@ -538,6 +540,7 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
                          ct_view, compare_view, source_pick, source_text, source_table, source_images]
         clear.click(new_session, [state], reset_outputs, cancels=[ask_send, ask_submit])
         chat.clear(new_session, [state], reset_outputs, cancels=[ask_send, ask_submit])
+        chat.change(downloads.refresh, [state, chat], downloads.files)
     return app
 
 

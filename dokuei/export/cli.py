@@ -70,7 +70,11 @@ def _cli_export(args: argparse.Namespace) -> int:
         sys.stdout.write(f"エラー: {exc}\n")
         return 2
     question = turn.get("question") if isinstance(turn.get("question"), str) else ""
-    return print_export(turn, formats, args.out, str(question or ""))
+    code = print_export(turn, formats, args.out, str(question or ""))
+    from dokuei.export import turn_stem
+    from dokuei.export.push import push_written
+
+    return max(code, push_written(args.push, sorted(args.out.glob(f"{turn_stem(turn)}.*")), settings))
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -88,4 +92,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--formats", default="fhir,txt", help="comma-separated: sr,seg,fhir,pdf,txt")
     export.add_argument("--out", type=Path, required=True, help="output folder")
     export.add_argument("--source", type=Path, help="the DICOM study measured (SR/SEG reference it; checked by hash)")
+    from dokuei.export.push import add_push_argument
+
+    add_push_argument(export)
     export.set_defaults(func=_cli_export)
