@@ -143,3 +143,17 @@ def test_parallel_scan_gives_the_same_rows() -> None:
     one = scan_records(recs)
     two = scan_records(recs, workers=2, batch_size=50)
     assert two.n_reports == one.n_reports == 300 and two.rows == one.rows and one.rows
+
+
+def test_worklist_tab_table(archive_settings: Settings) -> None:
+    from dokuei.ui.worklist import worklist_table
+
+    day = today().isoformat()
+    week = (today() - timedelta(days=6)).isoformat()
+    rows, summary, csv_path = worklist_table(archive_settings, week, day)
+    assert {r[0] for r in rows} == {"R-TODAY-PTX", "R-YEST-ICH", "R-WEEK-PE"} and csv_path  # as the chat's 過去7日
+    assert "4 件" in summary
+    rows, _, _ = worklist_table(archive_settings, week, day, category="気胸・緊張性気胸")
+    assert [(r[0], r[5], r[7]) for r in rows] == [("R-TODAY-PTX", "あり", "右気胸を認める。")]
+    rows, summary, csv_path = worklist_table(archive_settings, "2026/13/01", day)
+    assert rows == [] and "開始日" in summary and csv_path is None

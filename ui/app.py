@@ -332,6 +332,9 @@ def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
             # full width under the chat: a 12-lead ECG stays readable and is never cropped (object-fit contain)
             gallery = gr.Gallery(label="画像（オーバーレイ・波形）", height=640, object_fit="contain",
                                  columns=1, buttons=["download", "fullscreen"], elem_id="gallery")
+        from dokuei.ui.worklist import build_worklist_tab  # the reports helper's tab (ui/worklist.py)
+
+        build_worklist_tab(settings)
         with gr.Tab("管理者"):
             gr.Markdown("インストールと設定の状態（医師向けの画面には表示しません）。")
             doctor_button = gr.Button("診断を実行")
