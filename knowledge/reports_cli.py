@@ -36,6 +36,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="worklist path (.csv or .parquet); default: $DOKUEI_HOME/worklists/critical_findings.csv")
     p.add_argument("--include-unchanged", action="store_true", help="既知・著変なしの所見も載せる")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (e.g. the number of cores)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_cmd_scan)
 
@@ -63,7 +64,7 @@ def _cmd_scan(args: argparse.Namespace, settings: Settings | None = None) -> int
     if args.input is not None and (args.date_from or args.date_to):
         lo, hi = args.date_from, args.date_to
         records = (r for r in records if not ((lo and r.study_date < lo) or (hi and r.study_date > hi)))
-    result = scan_records(records, include_unchanged=args.include_unchanged)
+    result = scan_records(records, include_unchanged=args.include_unchanged, workers=max(1, args.workers))
     result.unreadable = unreadable + result.unreadable
     out = args.out or settings.home / "worklists" / "critical_findings.csv"
     write_worklist(result.rows, out)

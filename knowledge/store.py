@@ -168,10 +168,13 @@ class ReportStore:
                 out[row[0]] = _record(dict(zip(REPORT_COLUMNS, row, strict=True)))
         return out
 
-    def iter_reports(self, batch: int = 2000) -> Iterator[ReportRecord]:
+    def iter_reports(self, batch: int = 2000, date_from: int | None = None,
+                     date_to: int | None = None) -> Iterator[ReportRecord]:
+        """Every report in id order; ``date_from``/``date_to`` (YYYYMMDD, inclusive) bound the study date."""
         cols = ",".join(REPORT_COLUMNS)
+        lo, hi = date_from if date_from is not None else 0, date_to if date_to is not None else 99991231
         with closing(self.db.cursor()) as cur:
-            cur.execute(f"SELECT {cols} FROM reports ORDER BY report_id")
+            cur.execute(f"SELECT {cols} FROM reports WHERE study_date BETWEEN ? AND ? ORDER BY report_id", (lo, hi))
             while rows := cur.fetchmany(batch):
                 for row in rows:
                     yield _record(dict(zip(REPORT_COLUMNS, row, strict=True)))

@@ -7,6 +7,9 @@ it must never come back as its own exemplar.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from dokuei.reports.impression import Exemplar, compress, draft_impression, jaccard3
@@ -93,3 +96,37 @@ def test_acceptance_through_the_agent(tmp_path_factory: pytest.TempPathFactory) 
     assert out["draft"] == "右肺上葉に12mm大の充実性結節。" and out["mode"] == "extractive"
     assert turn.verified, turn.verify_issues
     assert "[1]" in turn.answer_ja
+
+
+def _llm_tool(tmp_path: Path, reply: str) -> tuple[Any, Any]:
+    from dokuei.agent.llm import ChatReply, ScriptedBackend
+    from dokuei.tools.draft_impression import DraftImpression
+
+    backend = ScriptedBackend([ChatReply(text=reply)])
+    tool = DraftImpression(Settings.load(home=tmp_path), llm=lambda messages: backend.chat(messages).text)
+    return tool, backend
+
+
+def test_llm_draft_kept_when_every_finding_is_in_the_findings(tmp_path: Path) -> None:
+    tool, backend = _llm_tool(tmp_path, "右気胸。")
+    res = tool({"findings": "右気胸を認める。胸水は認めない。", "k": 0})
+    assert res.ok and res.output["mode"] == "llm" and res.output["draft"] == "右気胸。"
+    assert res.output["lines"][0]["findings_sentence"] == "右気胸を認める。"  # cited to its findings sentence
+    assert backend.seen[0][-1]["content"] == "所見: 右気胸を認める。胸水は認めない。"
+
+
+def test_llm_draft_naming_an_absent_finding_is_rejected(tmp_path: Path) -> None:
+    # 胸水 is negated in the findings and 肺塞栓 is not there at all; 15mm is not the findings' 12mm
+    tool, _ = _llm_tool(tmp_path, "右肺上葉結節15mm。肺塞栓症。")
+    res = tool({"findings": "右肺上葉に12mm大の充実性結節を認める。胸水は認めない。", "k": 0})
+    assert res.ok and res.output["mode"] == "extractive"  # the deterministic draft stands
+    note = "".join(res.output["notes_ja"])
+    assert "LLM の下書きを採用しませんでした" in note and "肺塞栓" in note and "15" in note
+
+
+def test_few_shot_context_is_the_exemplars() -> None:
+    from dokuei.reports.impression import Exemplar, few_shot_messages
+
+    msgs = few_shot_messages("右気胸を認める。", [Exemplar("A1", "左気胸を認める。", "左気胸。")])
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+    assert msgs[1]["content"] == "所見: 左気胸を認める。" and msgs[2]["content"] == "左気胸。"

@@ -102,6 +102,8 @@ class DetectCriticalFindings(Tool[DetectCriticalFindingsInput]):
         "critical finding", "actionable finding", "要連絡", "緊急連絡",
     )
     attachment_kinds: ClassVar[tuple[str, ...]] = ("report_text",)
+    #: a report pasted or attached is what 「見落としがないか」 is about; without one the archive scan answers
+    supersedes: ClassVar[tuple[str, ...]] = ("check_missed_findings",)
 
     def run(self, inp: DetectCriticalFindingsInput) -> Outcome:
         try:

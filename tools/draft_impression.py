@@ -14,8 +14,9 @@ from typing import ClassVar
 
 from pydantic import BaseModel, Field
 
-from dokuei.reports.impression import Draft, Exemplar, draft_impression
+from dokuei.reports.impression import Complete, Draft, Exemplar, draft_impression, draft_with_llm
 from dokuei.reports.text import ReportTextError
+from dokuei.settings import Settings
 from dokuei.tools.base import Citation, Outcome, Requirements, Tool, ToolInputError
 from dokuei.tools.context import ToolContext
 
@@ -41,7 +42,8 @@ class DraftLine(BaseModel):
 class DraftImpressionOutput(BaseModel):
     draft: str = Field(description="診断欄の下書き（読影医の確認が必要）")
     lines: list[DraftLine] = Field(description="文ごとの根拠")
-    mode: str = Field(description="retrieval: 類似レポートを用例に使用 / extractive: 所見の文だけから")
+    mode: str = Field(description="retrieval: 類似レポートを用例に使用 / extractive: 所見の文だけから / "
+                                  "llm: 類似レポートを文脈に LLM が下書き（所見と照合済み）")
     exemplars_used: list[str] = Field(description="言い回しを採用したレポート ID")
     exemplars_considered: list[str] = Field(description="用例候補にしたレポート ID（除外したものを除く）")
     excluded_exemplars: list[str] = Field(description="同一レポート（同 ID・ほぼ同文）のため除外した ID")
@@ -70,16 +72,27 @@ class DraftImpression(Tool[DraftImpressionInput]):
     )
     attachment_kinds: ClassVar[tuple[str, ...]] = ("report_text",)
 
+    def __init__(self, settings: Settings | None = None, llm: Complete | None = None) -> None:
+        super().__init__(settings)
+        #: the LLM slot: a messages → text function, set when an LLM backend is configured; the retrieved
+        #: exemplars become few-shot context and the draft is checked against the findings
+        self.llm = llm
+
     def run(self, inp: DraftImpressionInput) -> Outcome:
         exemplars, notes = self._exemplars(inp) if inp.k else ([], ["用例数 k=0 のため類似レポートを使っていません。"])
         try:
-            draft = draft_impression(inp.findings, exemplars, inp.report_id)
+            if self.llm is not None:
+                draft = draft_with_llm(inp.findings, exemplars, inp.report_id, self.llm)
+            else:
+                draft = draft_impression(inp.findings, exemplars, inp.report_id)
         except ReportTextError as exc:
             raise ToolInputError(exc.message_ja, str(exc)) from exc
         out = _output(draft, [e.report_id for e in exemplars], notes)
         by_id = {e.report_id: e for e in exemplars}
+        cited = draft.exemplars_used if draft.mode != "llm" else [
+            e.report_id for e in exemplars if e.report_id not in draft.excluded_exemplars]
         citations = [Citation(id=f"report:{rid}", kind="report", label_ja=f"用例レポート {rid}",
-                              text=by_id[rid].impression) for rid in draft.exemplars_used]
+                              text=by_id[rid].impression) for rid in cited]
         return Outcome(output=out, summary_ja=_summary(out), citations=citations)
 
     def _exemplars(self, inp: DraftImpressionInput) -> tuple[list[Exemplar], list[str]]:
@@ -125,5 +138,6 @@ def _summary(out: DraftImpressionOutput) -> str:
         f"「{line.text}」（所見「{line.findings_sentence}」より"
         + (f"、レポート {line.exemplar_id} の言い回し" if line.exemplar_id else "") + "）"
         for line in out.lines)
-    head = "診断欄の下書き: " if out.mode == "retrieval" else "診断欄の下書き（所見からの抽出）: "
+    head = {"retrieval": "診断欄の下書き: ", "llm": "診断欄の下書き（LLM、所見と照合済み）: "}.get(
+        out.mode, "診断欄の下書き（所見からの抽出）: ")
     return head + lines + "。" + "".join(out.notes_ja) + "読影医が確認・修正してください。"

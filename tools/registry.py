@@ -33,6 +33,7 @@ BUILTIN_TOOLS: dict[str, str] = {
     "detect_critical_findings": "dokuei.tools.detect_critical_findings:DetectCriticalFindings",
     "draft_impression": "dokuei.tools.draft_impression:DraftImpression",
     "structure_report": "dokuei.tools.structure_report:StructureReport",
+    "check_missed_findings": "dokuei.tools.check_missed_findings:CheckMissedFindings",
 }
 
 

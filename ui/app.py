@@ -503,6 +503,9 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
                     compare_view = gr.Image(label="比較", height=560, interactive=False, elem_id="compare-view",
                                             buttons=["fullscreen"])
             downloads = build_downloads(settings, agent)  # this turn's FHIR/PDF/text/SR/SEG (ui/downloads.py)
+        from dokuei.ui.worklist import build_worklist_tab  # the reports helper's tab (ui/worklist.py)
+
+        build_worklist_tab(settings)
         with gr.Tab("管理者"):
             gr.Markdown("インストールと設定の状態（医師向けの画面には表示しません）。")
             doctor_button = gr.Button("診断を実行")

@@ -13,6 +13,7 @@ or near-identical findings (character-3-gram Jaccard ≥ 0.9) are dropped first.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dokuei.reports.critical import detect
@@ -171,3 +172,63 @@ def draft_impression(findings: str, exemplars: list[Exemplar] | None = None,
     if not usable:
         notes.append("類似の過去レポート（用例）が使えないため、所見の文だけから抽出的に下書きしました。")
     return Draft(draft, list(dict.fromkeys(used)), dropped, mode, notes)
+
+
+# --- LLM slot ------------------------------------------------------------------------------------------
+#: what the LLM path needs: chat messages in, the reply's text out (the agent wraps its ChatBackend in one)
+Complete = Callable[[list[dict[str, str]]], str]
+
+_FEW_SHOT_SYSTEM = ("あなたは放射線科の読影補助です。所見から診断欄（インプレッション）の下書きを、用例の病院の"
+                    "書き方に合わせて簡潔な日本語で書きます。所見に書かれていない所見・数値は書きません。"
+                    "下書きの本文だけを返してください。")
+
+
+def few_shot_messages(findings: str, exemplars: list[Exemplar]) -> list[dict[str, str]]:
+    """System rules, then each exemplar as a (所見 → 診断) pair, then the findings to draft."""
+    messages = [{"role": "system", "content": _FEW_SHOT_SYSTEM}]
+    for ex in exemplars:
+        messages += [{"role": "user", "content": f"所見: {ex.findings.strip()}"},
+                     {"role": "assistant", "content": ex.impression.strip()}]
+    messages.append({"role": "user", "content": f"所見: {findings.strip()}"})
+    return messages
+
+
+def unsupported_in_draft(draft: str, findings: str) -> list[str]:
+    """Findings named in the draft (critical-finding categories, numbers) that the findings text lacks.
+
+    A category the draft names must be mentioned, not negated, in the findings; every number in the draft
+    must occur in the findings (so 「12mm」 cannot become 「15mm」)."""
+    issues: list[str] = []
+    try:
+        named = {c.category.id: c for c in detect(draft).categories if c.status != "negated"}
+    except ReportTextError:
+        return ["下書きが空です。"]
+    source = {c.category.id: c for c in detect(findings).categories if c.status != "negated"}
+    issues += [f"所見にない所見「{c.evidence.term}」" for cid, c in named.items() if cid not in source]
+    ours = set(_NUM.findall(norm(findings)))
+    issues += [f"所見にない数値「{n}」" for n in _NUM.findall(norm(draft)) if n not in ours]
+    return issues
+
+
+def draft_with_llm(findings: str, exemplars: list[Exemplar], report_id: str | None,
+                   complete: Complete) -> Draft:
+    """The retrieved exemplars as few-shot context for an LLM; its draft is kept only when every finding it
+    names is in the findings text, otherwise the deterministic draft is returned with the reason."""
+    usable, dropped = usable_exemplars(exemplars, findings, report_id)
+    fallback = draft_impression(findings, exemplars, report_id)
+    try:
+        text = complete(few_shot_messages(findings, usable)).strip()
+    except Exception as exc:  # the LLM is optional: the deterministic draft stands
+        fallback.notes_ja.append(f"LLM が応答しなかったため、用例からの下書きにしました（{type(exc).__name__}）。")
+        return fallback
+    issues = unsupported_in_draft(text, findings) if text else ["下書きが空です。"]
+    if issues:
+        fallback.notes_ja.append("LLM の下書きを採用しませんでした（" + "、".join(issues) + "）。")
+        return fallback
+    source = split_sentences(findings)
+    sentences = []
+    for line in [p for p in re.split(r"(?<=[。.])\s*", text) if p.strip()]:
+        best = max(range(len(source)), key=lambda i: dice2(source[i], line))
+        sentences.append(DraftSentence(line.strip(), source[best], best))
+    return Draft(sentences, [], dropped, "llm",
+                 [f"LLM の下書き（用例 {len(usable)} 件を文脈に使用、所見との照合済み）。"])
