@@ -56,9 +56,21 @@ def write_totalseg_config() -> Path:
     return config_path
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def switch_in_force(key: str) -> bool:
+    """Whether ``key`` says what :data:`TELEMETRY_ENV` wants, in any boolean spelling the libraries
+    accept: Gradio itself writes ``HF_HUB_DISABLE_TELEMETRY=True`` when a Blocks app loads."""
+    value = os.environ.get(key, "").strip().lower()
+    wanted = TELEMETRY_ENV[key].lower()
+    return value in (_TRUE if wanted in _TRUE else _FALSE)
+
+
 def telemetry_report() -> dict[str, bool]:
     """For ``dokuei doctor``: which switches are in force right now."""
-    report = {key: os.environ.get(key) == value for key, value in TELEMETRY_ENV.items()}
+    report = {key: switch_in_force(key) for key in TELEMETRY_ENV}
     config_path = totalseg_home() / "config.json"
     stats_off = False
     if config_path.exists():

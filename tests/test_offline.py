@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pytest_socket import SocketConnectBlockedError
 
-from dokuei.offline import TELEMETRY_ENV, telemetry_report, write_totalseg_config
+from dokuei.offline import TELEMETRY_ENV, switch_in_force, telemetry_report, write_totalseg_config
 
 
 def test_non_loopback_connection_is_refused_by_the_guard() -> None:
@@ -27,8 +27,14 @@ def test_non_loopback_connection_is_refused_by_the_guard() -> None:
 def test_importing_dokuei_switches_telemetry_off() -> None:
     import dokuei  # noqa: F401 - the import is the action under test
 
+    # exact value, or another boolean spelling of it (Gradio rewrites HF_HUB_DISABLE_TELEMETRY to "True")
     for key, value in TELEMETRY_ENV.items():
-        assert os.environ[key] == value, key
+        assert os.environ[key] == value or switch_in_force(key), (key, os.environ[key])
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "0"
+    try:
+        assert not switch_in_force("HF_HUB_DISABLE_TELEMETRY")  # a user who turned it back on is reported
+    finally:
+        os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 
 def test_totalsegmentator_usage_stats_are_switched_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

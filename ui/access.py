@@ -206,6 +206,17 @@ async def _not_found(send: Send) -> None:
     await send({"type": "http.response.body", "body": "見つかりません".encode()})
 
 
+def private_cache(home: Path) -> Path:
+    """Point Gradio's cache at ``$DOKUEI_HOME/gradio-cache`` (0700) unless GRADIO_TEMP_DIR is set.
+
+    Must run before the app's components are built: Gradio copies a component's files into the cache it
+    reads at that moment and serves only the cache it reads at launch (a mismatch answers 403)."""
+    cache = home / "gradio-cache"
+    cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(cache))
+    return Path(os.environ["GRADIO_TEMP_DIR"])
+
+
 def launch_options(home: Path, owners: FileOwners | None = None) -> dict[str, Any]:
     """What ``Blocks.launch`` is given on top of the app's own options: the middleware and no run history.
 
@@ -213,8 +224,6 @@ def launch_options(home: Path, owners: FileOwners | None = None) -> dict[str, An
     called before gradio is imported, so every Gradio module sees it."""
     from starlette.middleware import Middleware
 
-    cache = home / "gradio-cache"
-    cache.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.environ.setdefault("GRADIO_TEMP_DIR", str(cache))
+    private_cache(home)
     return {"app_kwargs": {"middleware": [Middleware(OwnerMiddleware, owners=owners or FileOwners())]},
             "run_history": False}

@@ -225,9 +225,10 @@ def _full_report(settings: Settings, report_id: str) -> str | None:
 
 
 def build_app(settings: Settings | None = None, agent: Any = None, workers: int | None = None) -> Any:
+    settings = settings or Settings.load()
+    access.private_cache(settings.home)  # before any component exists: they copy files into this cache
     import gradio as gr
 
-    settings = settings or Settings.load()
     if agent is None:
         from dokuei.agent.graph import Agent, sqlite_checkpointer
 

@@ -266,8 +266,9 @@ def test_no_planted_attribute_reaches_any_file_under_dokuei_home(tmp_path: Path,
     asked = _dokuei(home, "ask", question, "--attach", str(series), "--attach", str(ecg), "--session", "deid")
     assert asked.returncode == 0, asked.stdout + asked.stderr
     assert "心拍数" in asked.stdout  # the ECG really was read and measured
-    exported = _dokuei(home, "export", question, "--attach", str(series), "--attach", str(ecg),
-                       "--formats", "fhir,txt,pdf", "--out", str(home / "exports"))
+    turn_id = re.search(r"ターン ID: (\S+?)（", asked.stdout)  # the stored turn (0600, paths hashed) is grepped too
+    assert turn_id, asked.stdout
+    exported = _dokuei(home, "export", turn_id.group(1), "--formats", "fhir,txt,pdf", "--out", str(home / "exports"))
     assert exported.returncode == 0, exported.stdout + exported.stderr
     assert len(list((home / "exports").iterdir())) == 3
 
@@ -285,5 +286,5 @@ def test_no_planted_attribute_reaches_any_file_under_dokuei_home(tmp_path: Path,
     turn = agent.ask(question, attachments=st.attachments_in_role_order(studies), session_id="ui-session")
     assert any(r.tool == "analyze_ecg" and r.status.value == "ok" for r in turn.results)  # the copy is usable
 
-    assert {"audit", "exports", "sessions.sqlite", "uploads", "artifacts"} <= {p.name for p in home.iterdir()}
+    assert {"audit", "exports", "sessions.sqlite", "uploads", "artifacts", "turns"} <= {p.name for p in home.iterdir()}
     assert _hits(home) == {}
