@@ -6,6 +6,7 @@ Listing commands import no torch: ``dokuei tools`` must start in well under two 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import inspect
 import json
@@ -82,7 +83,10 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         _out(f"エラー: 添付ファイルが見つかりません: {', '.join(missing)}")
         return 2
     agent = Agent(settings, checkpointer=sqlite_checkpointer(settings.checkpoint_db))
-    turn = agent.ask(args.question, attachments=args.attach, patient=patient, session_id=args.session)
+    from dokuei.agent.verified_stream import TerminalSink, streaming_to  # llm: verified sentences → stderr
+
+    with streaming_to(TerminalSink(sys.stderr)) if agent.backend.is_llm else contextlib.nullcontext():
+        turn = agent.ask(args.question, attachments=args.attach, patient=patient, session_id=args.session)
     if args.json:
         _out(json.dumps(turn.to_json(), ensure_ascii=False, indent=2, default=str))
     else:
