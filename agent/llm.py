@@ -463,8 +463,8 @@ def _raw_call(item: Any, candidates: list[Candidate]) -> tuple[str, Any] | str:
         k = item["k"]
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= len(candidates):
             return f"candidate {k!r} does not exist (the router offered {len(candidates)})"
-        name, inp, _reason = candidates[k - 1]
-        return name, inp
+        chosen, inp, _reason = candidates[k - 1]
+        return str(chosen), inp
     name = item.get("t", item.get("name", ""))
     args = item.get("a", item.get("arguments", {}))
     if not isinstance(args, dict):
@@ -527,7 +527,7 @@ def plan_with_llm(backend: ChatBackend, messages: list[Message], tools: list[dic
         return LlmPlan(raw="(every router candidate has run: no further plan asked)")
     context = prompts.PLAN_CONTEXT_JA.format(
         kinds="、".join(sorted(set(attachment_kinds or []))) or "（なし）",
-        candidates="\n".join(f"{k}. {name}: {json.dumps(inp, ensure_ascii=False, default=str)}（{reason}）"
+        candidates="\n".join(f'{{"k":{k}}} = {name}: {json.dumps(inp, ensure_ascii=False, default=str)}（{reason}）'
                              for k, (name, inp, reason) in enumerate(candidates, 1)) or "（なし）")
     ask = [{"role": "system", "content": prompts.PLAN_JSON_SYSTEM_JA}, *messages[1:],
            {"role": "user", "content": context}] if messages and messages[0].get("role") == "system" \
@@ -563,6 +563,15 @@ def llamacpp_model_path(settings: Settings) -> Path:
 
 
 def make_backend(settings: Settings) -> ChatBackend:
+    """The configured backend; a real LLM is also registered in :mod:`dokuei.llm_hook` for report tools."""
+    backend = _make_backend(settings)
+    from dokuei import llm_hook
+
+    llm_hook.register(backend.name, (lambda msgs: backend.chat(list(msgs)).text) if backend.is_llm else None)
+    return backend
+
+
+def _make_backend(settings: Settings) -> ChatBackend:
     if settings.llm_backend == "transformers":
         if settings.llm_model_path is None:
             raise ValueError("llm_backend=transformers needs DOKUEI_LLM_MODEL_PATH")

@@ -132,7 +132,7 @@ def test_plan_with_llm_sends_schema_candidates_and_kinds_and_drops_repeats(setti
     sent = backend.seen[0]
     assert sent[0]["role"] == "system" and "JSON" in sent[0]["content"]  # the JSON planner prompt replaces it
     assert all(m["role"] != "tool" for m in sent)  # results go in as user text for the chat template
-    assert "ecg_wfdb" in sent[-1]["content"] and '1. judge_checkup: {"items": [{"item": "HbA1c", "value": 6.8' \
+    assert "ecg_wfdb" in sent[-1]["content"] and '{"k":1} = judge_checkup: {"items": [{"item": "HbA1c", "value": 6.8' \
         in sent[-1]["content"]
     assert backend.schemas[0] == plan_schema(tools, n_candidates=2)  # done: an empty plan is allowed
 

@@ -83,3 +83,24 @@ def test_agent_streams_through_the_gate_only_when_a_sink_listens(settings: Setti
     assert [e.text for e in events if e.kind == "sentence"] == [answer]
     agent.ask("HbA1c 6.8% は要受診ですか？", patient={"age_years": 55, "sex": "M"})
     assert backend.streamed == 1  # no sink outside the block: compose used chat()
+
+
+def test_ui_bubble_shows_only_verified_sentences_of_its_own_request(settings: Settings) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dokuei.ui import stream as ui_stream
+
+    def ask(text: str) -> str:  # stands in for agent.ask: compose streams through the sink bound to this request
+        from dokuei.agent.verified_stream import DRAFT_SINK
+
+        sink = DRAFT_SINK.get()
+        assert sink is not None  # bound in the worker thread by ui_stream.submit
+        return stream_verified(_pieces(text), _sources(), sink)
+
+    with ThreadPoolExecutor(2) as pool:
+        future, draft = ui_stream.submit(pool, ask, "HbA1c は 6.8 % です [1]。血糖は 142 mg/dL です [1]。")
+        future.result()
+    bubble = ui_stream.pending_markdown(draft, "待機中")
+    assert bubble.startswith(ui_stream.HEADING_JA) and "6.8" in bubble
+    assert "142" not in bubble and ui_stream.WITHDRAWN_JA in bubble
+    assert ui_stream.pending_markdown(ui_stream.UiDraft(), "待機中") == "待機中"

@@ -25,6 +25,7 @@ from dokuei import studies as st
 from dokuei.patient import resolve_patient
 from dokuei.settings import Settings
 from dokuei.ui import present, viewer
+from dokuei.ui import stream as ui_stream
 
 log = logging.getLogger(__name__)
 
@@ -240,14 +241,15 @@ def build_app(settings: Settings | None = None, agent: Any = None) -> Any:
         history = [*history, {"role": "user", "content": present.escape_markdown(message)}]
         pending = {"role": "assistant", "content": "ツールを選んで実行しています…"}
         before = _checkpoint_id(agent, thread)
-        future = pool.submit(agent.ask, message, attachments=attachments, patient=resolution.values,
-                             session_id=thread)
+        future, draft = ui_stream.submit(pool, agent.ask, message, attachments=attachments,  # llm: streaming
+                                         patient=resolution.values, session_id=thread)
         waiting = [["（計画中）", "待機中", "", ""]]
         yield ([*history, pending], state, resolution.banner_markdown(), gr.update(), waiting, gr.update(),
                gr.update(), *locked)
         while not future.done():
             time.sleep(_POLL_S)
-            yield ([*history, pending], state, gr.update(), gr.update(), _progress_rows(agent, thread, before),
+            shown = {"role": "assistant", "content": ui_stream.pending_markdown(draft, pending["content"])}
+            yield ([*history, shown], state, gr.update(), gr.update(), _progress_rows(agent, thread, before),
                    gr.update(), gr.update(), *locked)
         try:
             turn = future.result()
