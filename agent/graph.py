@@ -49,6 +49,7 @@ from dokuei.agent.session import (
     unknown_patient_fields_ja,
 )
 from dokuei.agent.state import AgentState, ToolCallStep, fresh_turn
+from dokuei.agent.verified_stream import DRAFT_SINK, stream_verified
 from dokuei.agent.verify import verify_answer
 from dokuei.knowledge.records import hash_patient_id, patient_salt
 from dokuei.settings import Settings
@@ -278,7 +279,9 @@ class Agent:
                 messages.append({"role": "assistant", "content": state.get("answer", "")})
                 messages.append({"role": "user", "content": prompts.REGENERATE_JA.format(
                     issues="; ".join(state["verify_issues"][:5]))})
-            body = self.backend.chat(messages).text
+            sink = DRAFT_SINK.get()  # stop 16 (llm): stream verified sentences when a caller listens
+            body = self.backend.chat(messages).text if sink is None else stream_verified(
+                self.backend.stream(messages), sources, sink)
             answer, composer = with_sources(body, sources), self.backend.name
         else:
             answer, sources = compose_deterministic(results, state.get("unmet", []))

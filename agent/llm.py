@@ -313,6 +313,10 @@ def start_llamacpp_server(model_path: Path, port: int = 8000, n_threads: int | N
     return LlamaCppServer(server=server, base_url=address if address.startswith("http") else f"http://{address}")
 
 
+#: a compact plan of four calls with typed inputs fits well inside this; a runaway plan is cut off (and rejected)
+PLAN_MAX_TOKENS = 256
+
+
 class LlamaCppBackend(ChatBackend):
     """A GGUF model run in this process by llama.cpp (xllamacpp): the embedded try-out model by default.
 
@@ -346,6 +350,7 @@ class LlamaCppBackend(ChatBackend):
         if json_schema is not None:  # a plan is a choice, not prose: greedy decoding under the grammar
             body["response_format"] = _response_format(json_schema)
             body["temperature"] = 0.0
+            body["max_tokens"] = min(self.max_tokens, PLAN_MAX_TOKENS)
         return body
 
     def chat(self, messages: list[Message], tools: list[dict[str, Any]] | None = None,
@@ -416,44 +421,77 @@ def _inline_refs(schema: Any, defs: dict[str, Any], depth: int = 0) -> Any:
     return schema
 
 
-def plan_schema(tools: list[dict[str, Any]], max_calls: int = 4) -> dict[str, Any]:
-    """The JSON schema of a plan: ``{"calls": [{"name": <registry tool>, "arguments": <its typed input>}]}``.
+#: llguidance (llama.cpp's grammar engine) writes compact JSON under this key: no optional whitespace
+_COMPACT_JSON = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
 
-    ``tools`` are the OpenAI function schemas the graph already builds. Each call is one branch of an
-    ``anyOf``, so a name outside the registry or arguments of the wrong type cannot be decoded.
+
+def plan_schema(tools: list[dict[str, Any]], max_calls: int = 4, n_candidates: int = 0,
+                min_calls: int = 0) -> dict[str, Any]:
+    """The JSON schema of a compact plan: ``{"c":[{"k":1}]}`` or ``{"c":[{"t":<tool>,"a":<its input>}]}``.
+
+    ``{"k": n}`` takes the router's n-th candidate call as it stands (1-based, only when there are
+    candidates), so the usual plan is a handful of tokens instead of a copied input; ``{"t", "a"}``
+    is a call of the model's own: one ``anyOf`` branch per registry tool, so a name outside the
+    registry or arguments of the wrong type cannot be decoded. Short keys and no whitespace
+    (``x-guidance``) keep every token the 1.5B model decodes under the grammar a useful one.
     """
-    branches = []
+    branches: list[dict[str, Any]] = []
+    if n_candidates > 0:
+        branches.append({"type": "object", "additionalProperties": False, "required": ["k"],
+                         "properties": {"k": {"type": "integer", "minimum": 1, "maximum": n_candidates}}})
     for tool in tools:
         fn = tool["function"]
         params = fn.get("parameters") or {"type": "object"}
-        branches.append({"type": "object", "additionalProperties": False, "required": ["name", "arguments"],
-                         "properties": {"name": {"const": fn["name"]},
-                                        "arguments": _inline_refs(params, params.get("$defs", {}))}})
-    return {"type": "object", "additionalProperties": False, "required": ["calls"],
-            "properties": {"calls": {"type": "array", "maxItems": max_calls, "items": {"anyOf": branches}}}}
+        branches.append({"type": "object", "additionalProperties": False, "required": ["t", "a"],
+                         "properties": {"t": {"const": fn["name"]},
+                                        "a": _inline_refs(params, params.get("$defs", {}))}})
+    return {"type": "object", "additionalProperties": False, "required": ["c"], "x-guidance": dict(_COMPACT_JSON),
+            "properties": {"c": {"type": "array", "minItems": min_calls, "maxItems": max_calls,
+                                 "items": {"anyOf": branches}}}}
 
 
 Validator = Callable[[dict[str, Any]], Any]
+Candidate = tuple[str, Any, str]
 
 
-def parse_plan(text: str, tools: list[dict[str, Any]], validators: Mapping[str, Validator] | None = None) -> LlmPlan:
+def _raw_call(item: Any, candidates: list[Candidate]) -> tuple[str, Any] | str:
+    """(name, arguments) of one plan item, or why it is malformed. Accepts the compact keys
+    (``k`` / ``t`` + ``a``) and the long form (``name`` + ``arguments``) other servers may return."""
+    if not isinstance(item, dict):
+        return f"malformed call {item!r}"[:300]
+    if "k" in item:
+        k = item["k"]
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= len(candidates):
+            return f"candidate {k!r} does not exist (the router offered {len(candidates)})"
+        chosen, inp, _reason = candidates[k - 1]
+        return str(chosen), inp
+    name = item.get("t", item.get("name", ""))
+    args = item.get("a", item.get("arguments", {}))
+    if not isinstance(args, dict):
+        return f"malformed call {item!r}"[:300]
+    return str(name), args
+
+
+def parse_plan(text: str, tools: list[dict[str, Any]], validators: Mapping[str, Validator] | None = None,
+               candidates: list[Candidate] | None = None) -> LlmPlan:
     """Read a plan reply; anything malformed or outside the registry rejects the whole plan."""
     known = {t["function"]["name"] for t in tools}
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as exc:
         return LlmPlan(error=f"plan is not JSON: {exc}", raw=text)
-    raw_calls = payload.get("calls") if isinstance(payload, dict) else None
+    raw_calls = payload.get("c", payload.get("calls")) if isinstance(payload, dict) else None
     if not isinstance(raw_calls, list):
         return LlmPlan(error="plan has no list of calls", raw=text)
     calls: list[ToolCall] = []
     for item in raw_calls:
-        if not isinstance(item, dict) or not isinstance(item.get("arguments", {}), dict):
-            return LlmPlan(error=f"malformed call {item!r}"[:300], raw=text)
-        name = str(item.get("name", ""))
+        taken = _raw_call(item, list(candidates or []))
+        if isinstance(taken, str):
+            return LlmPlan(error=taken, raw=text)
+        name, raw_args = taken
         if name not in known:
             return LlmPlan(error=f"tool {name!r} is not in the registry", raw=text)
-        args = dict(item.get("arguments") or {})
+        args = dict(raw_args or {}) if isinstance(raw_args, dict) else {}
         if validators and name in validators:
             try:
                 checked = validators[name](args)
@@ -470,20 +508,27 @@ def _signature(name: str, args: Any) -> str:
 
 
 def plan_with_llm(backend: ChatBackend, messages: list[Message], tools: list[dict[str, Any]],
-                  candidates: list[tuple[str, Any, str]] | None = None, attachment_kinds: list[str] | None = None,
+                  candidates: list[Candidate] | None = None, attachment_kinds: list[str] | None = None,
                   validators: Mapping[str, Validator] | None = None,
                   done: list[tuple[str, Any]] | None = None) -> LlmPlan:
     """Ask ``backend`` for tool calls under :func:`plan_schema`.
 
-    ``candidates`` are the deterministic router's (name, input, reason) and ``attachment_kinds`` the
-    kinds found at intake; both go to the model as context. ``done`` are the calls already run this
-    turn: repeating one is dropped, so a model that keeps calling the same tool still finishes. On the
-    first step, choosing no tool while the router has candidates counts as a failed plan.
+    ``candidates`` are the deterministic router's (name, input, reason), numbered for ``{"k": n}``,
+    and ``attachment_kinds`` the kinds found at intake; both go to the model as context. ``done`` are
+    the calls already run this turn: repeating one is dropped, so a model that keeps calling the same
+    tool still finishes, and once every candidate has run the turn finishes without asking the model
+    again (a whole grammar-constrained call saved; the model's own extra calls are asked about). On
+    the first step, choosing no tool while the router has candidates counts as a failed plan.
     """
+    candidates = list(candidates or [])
+    seen = {_signature(n, a) for n, a in done or []}
+    ran, offered = {n for n, _ in done or []}, {n for n, _, _ in candidates}
+    if done and candidates and ran == offered:  # names: the recorded input is the canonical form
+        return LlmPlan(raw="(every router candidate has run: no further plan asked)")
     context = prompts.PLAN_CONTEXT_JA.format(
         kinds="、".join(sorted(set(attachment_kinds or []))) or "（なし）",
-        candidates="\n".join(f"- {name}: {json.dumps(inp, ensure_ascii=False, default=str)}（{reason}）"
-                             for name, inp, reason in candidates or []) or "（なし）")
+        candidates="\n".join(f'{{"k":{k}}} = {name}: {json.dumps(inp, ensure_ascii=False, default=str)}（{reason}）'
+                             for k, (name, inp, reason) in enumerate(candidates, 1)) or "（なし）")
     ask = [{"role": "system", "content": prompts.PLAN_JSON_SYSTEM_JA}, *messages[1:],
            {"role": "user", "content": context}] if messages and messages[0].get("role") == "system" \
         else [{"role": "system", "content": prompts.PLAN_JSON_SYSTEM_JA}, *messages,
@@ -492,15 +537,16 @@ def plan_with_llm(backend: ChatBackend, messages: list[Message], tools: list[dic
                                                                            f"{m.get('content', '')}"}
            for m in ask]  # tool messages without a preceding call confuse chat templates
     try:
-        reply = backend.chat(ask, json_schema=plan_schema(tools))
+        # first step with router candidates: at least one call (the 1.5B model otherwise answers {"c":[]}, live 12-03)
+        reply = backend.chat(ask, json_schema=plan_schema(tools, n_candidates=len(candidates),
+                                                          min_calls=1 if candidates and not done else 0))
     except Exception as exc:  # a backend failure is a failed plan step, not a crashed turn
         log.warning("LLM planning failed: %s", exc)
         return LlmPlan(error=f"backend error: {exc}"[:500])
-    plan = parse_plan(reply.text, tools, validators)
+    plan = parse_plan(reply.text, tools, validators, candidates)
     if plan.error is not None:
         log.warning("LLM plan rejected (%s): %.300s", plan.error, plan.raw)
         return plan
-    seen = {_signature(n, a) for n, a in done or []}
     fresh = [c for c in plan.calls if _signature(c.name, c.args) not in seen]
     if not done and not fresh and candidates:
         return LlmPlan(error="the model chose no tool although the router found candidates", raw=plan.raw)
@@ -517,6 +563,15 @@ def llamacpp_model_path(settings: Settings) -> Path:
 
 
 def make_backend(settings: Settings) -> ChatBackend:
+    """The configured backend; a real LLM is also registered in :mod:`dokuei.llm_hook` for report tools."""
+    backend = _make_backend(settings)
+    from dokuei import llm_hook
+
+    llm_hook.register(backend.name, (lambda msgs: backend.chat(list(msgs)).text) if backend.is_llm else None)
+    return backend
+
+
+def _make_backend(settings: Settings) -> ChatBackend:
     if settings.llm_backend == "transformers":
         if settings.llm_model_path is None:
             raise ValueError("llm_backend=transformers needs DOKUEI_LLM_MODEL_PATH")

@@ -6,6 +6,7 @@ Listing commands import no torch: ``dokuei tools`` must start in well under two 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import inspect
 import json
@@ -91,7 +92,10 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
             _out(f"エラー: {exc}")
             return 2
     agent = Agent(settings, checkpointer=sqlite_checkpointer(settings.checkpoint_db))
-    turn = agent.ask(args.question, attachments=args.attach, patient=patient, session_id=args.session)
+    from dokuei.agent.verified_stream import TerminalSink, streaming_to  # llm: verified sentences → stderr
+
+    with streaming_to(TerminalSink(sys.stderr)) if agent.backend.is_llm else contextlib.nullcontext():
+        turn = agent.ask(args.question, attachments=args.attach, patient=patient, session_id=args.session)
     payload = turn.to_json()
     turn_id = _store_turn(settings, payload, args.question, [r.sha256() for r in turn.results])
     if args.json:

@@ -125,3 +125,25 @@ def test_openai_compatible_backend_tool_calls_text_and_stream(openai_server: str
     assert "".join(backend.stream([{"role": "user", "content": "q"}])) == "HbA1c 6.8 %"
     assert _ScriptedOpenAI.requests[0]["model"] == "local-model"
     assert _ScriptedOpenAI.requests[0]["temperature"] == 0
+
+
+def test_llm_hook_serves_report_tools_the_configured_llm_and_nothing_otherwise(settings: Settings) -> None:
+    from dokuei import llm_hook
+    from dokuei.agent.llm import ChatReply, ScriptedBackend
+
+    make_backend(settings)  # deterministic: no LLM for tools
+    assert llm_hook.current() is None and llm_hook.generate_ja("s", "u") is None
+    backend = ScriptedBackend([ChatReply(text="右肺上葉結節 12 mm。")])
+    llm_hook.register(backend.name, lambda msgs: backend.chat(msgs).text)
+    try:
+        reply = llm_hook.generate_ja("印象を書く", "所見: 右肺上葉に 12 mm の結節")
+        assert reply == ("scripted", "右肺上葉結節 12 mm。")
+        assert backend.seen[0][0] == {"role": "system", "content": "印象を書く"}
+
+        def broken(msgs: Any) -> str:
+            raise ConnectionError("server gone")
+
+        llm_hook.register("openai", broken)
+        assert llm_hook.generate_ja("s", "u") is None  # a failing model leaves the tool deterministic
+    finally:
+        llm_hook.register("none", None)

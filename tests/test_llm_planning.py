@@ -49,35 +49,70 @@ def _tools(settings: Settings) -> list[dict[str, Any]]:
     return [_tool_schema(t) for t in ToolRegistry(settings).tools()]
 
 
-CHECKUP_CALL = {"name": "judge_checkup", "arguments": {"items": [
-    {"item": "HbA1c", "value": 6.8, "unit": "%"}, {"item": "空腹時血糖", "value": 130, "unit": "mg/dL"}]}}
+CHECKUP_INPUT = {"items": [{"item": "HbA1c", "value": 6.8, "unit": "%"},
+                           {"item": "空腹時血糖", "value": 130, "unit": "mg/dL"}]}
+CHECKUP_CALL = {"t": "judge_checkup", "a": CHECKUP_INPUT}
 
 
 def test_plan_schema_names_exactly_the_registry_tools_and_converts_to_a_grammar(settings: Settings) -> None:
     xllamacpp = pytest.importorskip("xllamacpp")
     tools = _tools(settings)
     schema = plan_schema(tools)
-    branches = schema["properties"]["calls"]["items"]["anyOf"]
-    assert sorted(b["properties"]["name"]["const"] for b in branches) == sorted(t["function"]["name"] for t in tools)
+    branches = schema["properties"]["c"]["items"]["anyOf"]
+    assert sorted(b["properties"]["t"]["const"] for b in branches) == sorted(t["function"]["name"] for t in tools)
     assert "$ref" not in json.dumps(schema)  # inlined: a $ref inside a branch would point at nothing
+    assert schema["x-guidance"]["whitespace_flexible"] is False  # compact JSON: no whitespace tokens
+    assert plan_schema(tools, n_candidates=1, min_calls=1)["properties"]["c"]["minItems"] == 1
     grammar = xllamacpp.json_schema_to_grammar(json.dumps(schema))
     assert "judge_checkup" in grammar
+
+
+def test_plan_schema_offers_candidate_numbers_only_when_the_router_has_candidates(settings: Settings) -> None:
+    tools = _tools(settings)
+    first = plan_schema(tools, n_candidates=2)["properties"]["c"]["items"]["anyOf"][0]
+    assert first["properties"]["k"] == {"type": "integer", "minimum": 1, "maximum": 2}
+    assert all("k" not in b["properties"] for b in plan_schema(tools)["properties"]["c"]["items"]["anyOf"])
+
+
+def test_parse_plan_takes_a_numbered_router_candidate_and_rejects_a_missing_number(settings: Settings) -> None:
+    validators = {t.name: t.Input.model_validate for t in ToolRegistry(settings).tools()}
+    candidates = [("judge_checkup", CHECKUP_INPUT, "kw")]
+    plan = parse_plan('{"c":[{"k":1}]}', _tools(settings), validators, candidates)
+    assert plan.error is None and [(c.name, c.args["items"][1]["value"]) for c in plan.calls] == [
+        ("judge_checkup", 130)]
+    bad = parse_plan('{"c":[{"k":2}]}', _tools(settings), validators, candidates)
+    assert bad.calls == [] and bad.error is not None and "does not exist" in bad.error
+
+
+def test_parse_plan_still_reads_the_long_form_of_other_servers(settings: Settings) -> None:
+    plan = parse_plan(json.dumps({"calls": [{"name": "judge_checkup", "arguments": CHECKUP_INPUT}]}),
+                      _tools(settings))
+    assert [c.name for c in plan.calls] == ["judge_checkup"]
+
+
+def test_plan_with_llm_does_not_ask_again_once_every_candidate_ran(settings: Settings) -> None:
+    backend = ScriptedBackend([], supports_json_schema=True)
+    plan = plan_with_llm(backend, [{"role": "user", "content": "q"}], _tools(settings),
+                         candidates=[("judge_checkup", CHECKUP_INPUT, "kw")],
+                         done=[("judge_checkup", {**CHECKUP_INPUT, "sex": "M"})])
+    assert plan.error is None and plan.calls == [] and backend.seen == []  # no model call at all
 
 
 def test_parse_plan_accepts_a_registry_call_with_valid_arguments(settings: Settings) -> None:
     registry = ToolRegistry(settings)
     validators = {t.name: t.Input.model_validate for t in registry.tools()}
-    plan = parse_plan(json.dumps({"calls": [CHECKUP_CALL]}), _tools(settings), validators)
+    plan = parse_plan(json.dumps({"c": [CHECKUP_CALL]}), _tools(settings), validators)
     assert plan.error is None
     assert [(c.name, c.args["items"][0]["value"]) for c in plan.calls] == [("judge_checkup", 6.8)]
 
 
 @pytest.mark.parametrize(("reply", "why"), [
-    ('{"calls": [{"name": "prescribe_drug", "arguments": {}}]}', "not in the registry"),
-    ('{"calls": [{"name": "judge_checkup"', "not JSON"),
-    ('{"steps": []}', "no list of calls"),
-    ('{"calls": [{"name": "judge_checkup", "arguments": {"items": []}}]}', "do not validate"),
-    ('{"calls": ["judge_checkup"]}', "malformed call"),
+    ('{"c":[{"t":"prescribe_drug","a":{}}]}', "not in the registry"),
+    ('{"c":[{"t":"judge_checkup"', "not JSON"),
+    ('{"steps":[]}', "no list of calls"),
+    ('{"c":[{"t":"judge_checkup","a":{"items":[]}}]}', "do not validate"),
+    ('{"c":["judge_checkup"]}', "malformed call"),
+    ('{"c":[{"k":1}]}', "does not exist"),  # no router candidates were offered
 ])
 def test_parse_plan_rejects_malformed_or_unknown_calls(settings: Settings, reply: str, why: str) -> None:
     validators = {t.name: t.Input.model_validate for t in ToolRegistry(settings).tools()}
@@ -87,23 +122,25 @@ def test_parse_plan_rejects_malformed_or_unknown_calls(settings: Settings, reply
 
 def test_plan_with_llm_sends_schema_candidates_and_kinds_and_drops_repeats(settings: Settings) -> None:
     tools = _tools(settings)
-    backend = ScriptedBackend([ChatReply(text=json.dumps({"calls": [CHECKUP_CALL]}))], supports_json_schema=True)
+    backend = ScriptedBackend([ChatReply(text=json.dumps({"c": [CHECKUP_CALL]}))], supports_json_schema=True)
     messages = [{"role": "system", "content": "old system"}, {"role": "user", "content": "質問: HbA1c 6.8%"},
                 {"role": "tool", "name": "judge_checkup", "content": "{}"}]
-    plan = plan_with_llm(backend, messages, tools, candidates=[("judge_checkup", CHECKUP_CALL["arguments"], "kw")],
-                         attachment_kinds=["ecg_wfdb"], done=[("judge_checkup", CHECKUP_CALL["arguments"])])
+    plan = plan_with_llm(backend, messages, tools, candidates=[("judge_checkup", CHECKUP_INPUT, "kw"),
+                                                               ("analyze_ecg", {}, "kw")],
+                         attachment_kinds=["ecg_wfdb"], done=[("judge_checkup", CHECKUP_INPUT)])
     assert plan.error is None and plan.calls == []  # the same call already ran this turn: dropped
     sent = backend.seen[0]
     assert sent[0]["role"] == "system" and "JSON" in sent[0]["content"]  # the JSON planner prompt replaces it
     assert all(m["role"] != "tool" for m in sent)  # results go in as user text for the chat template
-    assert "ecg_wfdb" in sent[-1]["content"] and '"value": 6.8' in sent[-1]["content"]
-    assert backend.schemas[0] == plan_schema(tools)
+    assert "ecg_wfdb" in sent[-1]["content"] and '{"k":1} = judge_checkup: {"items": [{"item": "HbA1c", "value": 6.8' \
+        in sent[-1]["content"]
+    assert backend.schemas[0] == plan_schema(tools, n_candidates=2)  # done: an empty plan is allowed
 
 
 def test_plan_with_llm_fails_when_the_model_picks_nothing_but_the_router_has_candidates(settings: Settings) -> None:
-    backend = ScriptedBackend([ChatReply(text='{"calls": []}')], supports_json_schema=True)
+    backend = ScriptedBackend([ChatReply(text='{"c":[]}')], supports_json_schema=True)
     plan = plan_with_llm(backend, [{"role": "user", "content": "q"}], _tools(settings),
-                         candidates=[("judge_checkup", CHECKUP_CALL["arguments"], "kw")])
+                         candidates=[("judge_checkup", CHECKUP_INPUT, "kw")])
     assert plan.error is not None and "candidates" in plan.error
 
 
@@ -117,7 +154,7 @@ def test_plan_with_llm_turns_a_backend_exception_into_a_failed_plan(settings: Se
 
 
 def test_llamacpp_backend_sends_schema_and_parses_plan_from_tools(settings: Settings) -> None:
-    server = ScriptedLlamaServer([json.dumps({"calls": [CHECKUP_CALL]})])
+    server = ScriptedLlamaServer([json.dumps({"c": [CHECKUP_CALL]})])
     backend = LlamaCppBackend(server=server)
     reply = backend.chat([{"role": "user", "content": "HbA1c 6.8%"}], tools=_tools(settings))
     assert [c.name for c in reply.tool_calls] == ["judge_checkup"]
@@ -192,9 +229,9 @@ QUESTION = "55歳男性、HbA1c 6.8%、空腹時血糖 130 mg/dL は要受診で
 
 
 def test_a_malformed_llm_plan_hands_the_turn_to_the_router(settings: Settings) -> None:
-    """The proposed plan node: a broken plan on step 1 → the router's judge_checkup call runs instead."""
-    agent = _planning_agent(settings, [ChatReply(text='{"calls": [{"name": "prescribe'),  # plan 1: malformed
-                                       ChatReply(text='{"calls": []}'),  # plan 2: done
+    """A broken plan on step 1 → the router's judge_checkup call runs instead; with every candidate run,
+    step 2 finishes without asking the model, so the next two replies are the two answers."""
+    agent = _planning_agent(settings, [ChatReply(text='{"c":[{"t":"prescribe'),  # plan 1: malformed
                                        ChatReply(text=""), ChatReply(text="")])  # answers that fail verification
     turn = agent.ask(QUESTION, patient={"age_years": 55, "sex": "M"})
     assert agent.plan_sources[0].startswith("router: plan is not JSON")
@@ -203,8 +240,7 @@ def test_a_malformed_llm_plan_hands_the_turn_to_the_router(settings: Settings) -
 
 
 def test_an_accepted_llm_plan_runs_its_own_call(settings: Settings) -> None:
-    agent = _planning_agent(settings, [ChatReply(text=json.dumps({"calls": [CHECKUP_CALL]})),
-                                       ChatReply(text=json.dumps({"calls": [CHECKUP_CALL]})),  # a repeat: dropped
+    agent = _planning_agent(settings, [ChatReply(text=json.dumps({"c": [CHECKUP_CALL]})),
                                        ChatReply(text=""), ChatReply(text="")])
     turn = agent.ask(QUESTION, patient={"age_years": 55, "sex": "M"})
     assert agent.plan_sources == ["llm", "llm"]

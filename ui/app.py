@@ -25,6 +25,7 @@ from dokuei import studies as st
 from dokuei.patient import resolve_patient
 from dokuei.settings import Settings
 from dokuei.ui import access, present, viewer
+from dokuei.ui import stream as ui_stream
 from dokuei.ui.downloads import build_downloads
 from dokuei.ui.turns import TurnQueue
 
@@ -364,13 +365,14 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
         thread = _thread_for(state, attachments, resolution.values)
         history = [*history, {"role": "user", "content": present.escape_markdown(message)}]
         before = _checkpoint_id(agent, thread)
-        ticket = turns.submit(agent.ask, message, attachments=attachments, patient=resolution.values,
+        streamed_ask, draft = ui_stream.bound(agent.ask)  # llm: verified sentences shown while it runs
+        ticket = turns.submit(streamed_ask, message, attachments=attachments, patient=resolution.values,
                               session_id=thread)
         waiting = [["（計画中）", "待機中", "", ""]]
         shown = ""
         while True:
             position = ticket.position()
-            line = waiting_text(position) if position else RUNNING_JA
+            line = waiting_text(position) if position else ui_stream.pending_markdown(draft, RUNNING_JA)
             if line != shown or not position:
                 rows = waiting if position else _progress_rows(agent, thread, before)
                 yield {ui["chat"]: [*history, {"role": "assistant", "content": line}], ui["state"]: state,
