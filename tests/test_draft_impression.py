@@ -130,3 +130,19 @@ def test_few_shot_context_is_the_exemplars() -> None:
     msgs = few_shot_messages("右気胸を認める。", [Exemplar("A1", "左気胸を認める。", "左気胸。")])
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
     assert msgs[1]["content"] == "所見: 左気胸を認める。" and msgs[2]["content"] == "左気胸。"
+
+
+def test_the_llm_the_agent_registered_is_used_without_a_slot(tmp_path: Path) -> None:
+    """A configured backend reaches the tool through dokuei.llm_hook (tools may not import the agent);
+    once unregistered, the same call is back on the retrieval path."""
+    from dokuei import llm_hook
+    from dokuei.tools.draft_impression import DraftImpression
+
+    tool = DraftImpression(Settings.load(home=tmp_path))
+    llm_hook.register("scripted", lambda messages: "右気胸。")
+    try:
+        res = tool({"findings": "右気胸を認める。胸水は認めない。", "k": 0})
+    finally:
+        llm_hook.register("scripted", None)
+    assert res.ok and res.output["mode"] == "llm" and res.output["draft"] == "右気胸。"
+    assert tool({"findings": "右気胸を認める。胸水は認めない。", "k": 0}).output["mode"] != "llm"

@@ -25,6 +25,14 @@ log = logging.getLogger(__name__)
 _AFTER_COLON = re.compile(r"[:：]\s*(.+)$", re.S)
 
 
+def _configured_llm() -> Complete | None:
+    """The LLM the agent registered (a real backend is configured), else None: the retrieval path."""
+    from dokuei import llm_hook
+
+    registered = llm_hook.current()
+    return registered.generate if registered is not None else None
+
+
 class DraftImpressionInput(BaseModel):
     findings: str = Field(min_length=1, max_length=20000, description="所見（下書きの元になる本文）")
     report_id: str | None = Field(default=None, description="このレポートの ID（用例から除外するため、任意）")
@@ -80,9 +88,10 @@ class DraftImpression(Tool[DraftImpressionInput]):
 
     def run(self, inp: DraftImpressionInput) -> Outcome:
         exemplars, notes = self._exemplars(inp) if inp.k else ([], ["用例数 k=0 のため類似レポートを使っていません。"])
+        llm = self.llm or _configured_llm()
         try:
-            if self.llm is not None:
-                draft = draft_with_llm(inp.findings, exemplars, inp.report_id, self.llm)
+            if llm is not None:
+                draft = draft_with_llm(inp.findings, exemplars, inp.report_id, llm)
             else:
                 draft = draft_impression(inp.findings, exemplars, inp.report_id)
         except ReportTextError as exc:
