@@ -205,7 +205,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from dokuei.demo import run_demo
 
-    run_demo(settings, serve=not args.no_serve, n_synthetic=args.n_synthetic)
+    run_demo(settings, serve=not args.no_serve, n_synthetic=args.n_synthetic, port=args.port)
     return 0
 
 
@@ -248,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="build the demo data and index, answer sample questions, start the UI")
     demo.add_argument("--no-serve", action="store_true", help="do not start the UI afterwards")
     demo.add_argument("--n-synthetic", type=int, default=10_000, help="synthetic reports in the demo index")
+    demo.add_argument("--port", type=int, default=7860, help="the UI's port on 127.0.0.1")
     demo.set_defaults(func=cmd_demo)
 
     for module_name in CLI_EXTENSIONS:

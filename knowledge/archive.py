@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -26,6 +27,7 @@ from dokuei.knowledge.glossary import expand_query
 from dokuei.knowledge.highlight import collapse_near_duplicates, highlight, query_terms
 from dokuei.knowledge.lexical import DEFAULT_TOKENIZER, BM25Index
 from dokuei.knowledge.location import archive_root
+from dokuei.knowledge.progress import read_progress
 from dokuei.knowledge.records import ReportRecord, patient_salt, salt_fingerprint
 from dokuei.knowledge.store import ChunkRow, ReportStore, chunk_id
 from dokuei.settings import Settings
@@ -215,11 +217,14 @@ class ReportArchive:
         progress: bool = True,
         total: int | None = None,
         desc: str = "reports",
+        on_batch: Callable[[int], None] | None = None,
     ) -> UpsertReport:
         """Idempotent upsert by report_id: unchanged reports (same content hash) are skipped unembedded.
 
         Vectors are written before the SQLite rows, batch by batch, so an interrupted import is resumed
         by running it again: the batches already stored are recognised by their hashes and skipped.
+        Each stored batch is searchable at once (the lexical index follows the store's generation);
+        ``on_batch`` is told how many reports each batch held (the background build's progress).
         """
         from tqdm import tqdm
 
@@ -230,6 +235,8 @@ class ReportArchive:
             for batch in _batches(records, batch_size):
                 self._upsert_batch(batch, rep)
                 bar.update(len(batch))
+                if on_batch is not None:
+                    on_batch(len(batch))
         finally:
             bar.close()
         if rep.inserted or rep.updated:
@@ -296,9 +303,12 @@ class ReportArchive:
                 cols.append(fields)
             self._lexical = BM25Index.build(texts, rows, tokenizer=self.tokenizer)
             self._filters = FilterColumns.build(cols)
-            self._lexical.save(path)
-            self._filters.save(self.root / "filters.npz")
-            self.store.set_meta(f"bm25_{self.tokenizer}_generation", f"{gen}/{LEXICAL_FORMAT}")
+            # while a build runs, a searcher's index stays in memory: only the builder (rebuild=True)
+            # writes the files, so the last one saved is the finished archive's
+            if rebuild or not _build_running(self.root):
+                self._lexical.save(path)
+                self._filters.save(self.root / "filters.npz")
+                self.store.set_meta(f"bm25_{self.tokenizer}_generation", f"{gen}/{LEXICAL_FORMAT}")
             log.info(
                 "lexical index (%s) over %d chunks built in %.1f s",
                 self.tokenizer,
@@ -419,6 +429,11 @@ class ReportArchive:
             lexical_tokenizer=self.tokenizer,
             details=self.store.stats(),
         )
+
+
+def _build_running(root: Path) -> bool:
+    progress = read_progress(root)
+    return progress is not None and progress.building
 
 
 def _batches(items: Iterable[ReportRecord], n: int) -> Iterator[list[ReportRecord]]:

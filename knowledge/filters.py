@@ -6,6 +6,7 @@ categorical columns kept beside the BM25 matrix, so a filtered lexical query sta
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -114,7 +115,10 @@ class FilterColumns:
         for name in _CATEGORICAL:
             arrays[f"codes_{name}"] = self.codes[name]
             arrays[f"cats_{name}"] = np.asarray(self.categories[name], dtype=str)
-        np.savez(path, **arrays)  # type: ignore[arg-type]
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
+        tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> FilterColumns:

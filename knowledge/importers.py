@@ -15,7 +15,7 @@ import csv
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,6 +199,7 @@ def import_rows(
     synthetic: bool = False,
     progress: bool = True,
     total: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Validate rows, stream the good ones into ``archive.upsert``, and collect the bad ones."""
     result = ImportResult(source=source, encoding=encoding)
@@ -229,7 +230,9 @@ def import_rows(
             seen[rec.report_id] = row
             yield rec
 
-    up = archive.upsert(good(), progress=progress, total=total, desc=Path(source).name or source)
+    up = archive.upsert(
+        good(), progress=progress, total=total, desc=Path(source).name or source, on_batch=on_batch
+    )
     result.inserted, result.updated, result.unchanged = up.inserted, up.updated, up.unchanged
     result.seconds = time.perf_counter() - t0
     return result

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tarfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,11 @@ def iter_rows(path: Path | None = None, limit: int | None = None) -> Iterator[tu
 
 
 def import_iu(
-    archive: ReportArchive, path: Path | None = None, limit: int | None = None, progress: bool = True
+    archive: ReportArchive,
+    path: Path | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Import the IU reports (all, or the first ``limit`` by file name). Reports with neither findings
     nor impression (a few dozen) are reported as row errors, like any empty row."""
@@ -84,5 +88,6 @@ def import_iu(
         raise FileNotFoundError(f"{path} is missing: run `python -m dokuei.testdata` to fetch it")
     total = min(limit or IU_COUNT, IU_COUNT)
     return import_rows(
-        archive, iter_rows(path, limit), source=IU_SOURCE, language="en", progress=progress, total=total
+        archive, iter_rows(path, limit), source=IU_SOURCE, language="en", progress=progress, total=total,
+        on_batch=on_batch,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -259,22 +260,24 @@ class BM25Index:
         return [(int(self.rows[i]), float(s[i])) for i in best]
 
     def save(self, path: Path) -> None:
+        """Write both files atomically (a reader in another process never loads half a file)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         w = self.weights
-        np.savez(
-            path.with_suffix(".npz"),
-            data=w.data,
-            indices=w.indices,
-            indptr=w.indptr,
-            shape=np.asarray(w.shape),
-            rows=self.rows,
-        )
-        path.with_suffix(".json").write_text(
+        npz = path.with_suffix(".npz")
+        tmp = npz.with_name(f"{npz.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, data=w.data, indices=w.indices, indptr=w.indptr, shape=np.asarray(w.shape),
+                     rows=self.rows)
+        meta = path.with_suffix(".json")
+        tmp_meta = meta.with_name(f"{meta.name}.{os.getpid()}.tmp")
+        tmp_meta.write_text(
             json.dumps(
                 {"tokenizer": self.tokenizer, "negation": self.negation, "vocab": self.vocab},
                 ensure_ascii=False,
             )
         )
+        tmp.replace(npz)
+        tmp_meta.replace(meta)
 
     @classmethod
     def load(cls, path: Path) -> BM25Index:

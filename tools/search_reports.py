@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, Field
 
 from dokuei.knowledge.normalize import nfkc
+from dokuei.settings import Settings
 from dokuei.tools.base import (
     Availability,
     Citation,
@@ -94,6 +95,9 @@ class SearchReportsOutput(BaseModel):
     )
     archive_description_ja: str | None = Field(
         default=None, description="該当なしのとき: 索引にあるレポートの内訳（モダリティ・部位・期間・件数）"
+    )
+    index_build_ja: str | None = Field(
+        default=None, description="索引の作成中・中断時: その旨と進み具合（作成済み件数/全件数）"
     )
 
 
@@ -194,7 +198,7 @@ class SearchReports(Tool[SearchReportsInput]):
         from dokuei.knowledge.location import indexed_report_count
 
         if indexed_report_count(self.settings) == 0:
-            return Availability(ToolStatus.UNAVAILABLE, BUILD_HINT_JA, base.weights)
+            return Availability(ToolStatus.UNAVAILABLE, _empty_hint(self.settings), base.weights)
         return base
 
     def setup(self) -> None:
@@ -212,7 +216,7 @@ class SearchReports(Tool[SearchReportsInput]):
         from dokuei.knowledge.relevance import apply_floor, describe_archive, floor_for
 
         if self.archive.is_empty():
-            raise ToolUnavailableError(BUILD_HINT_JA)
+            raise ToolUnavailableError(_empty_hint(self.settings))
         text = (inp.similar_to_text or inp.query).strip()
         if not text:
             raise ToolInputError("検索語（query）または類似症例の本文（similar_to_text）を指定してください。")
@@ -264,6 +268,7 @@ class SearchReports(Tool[SearchReportsInput]):
             n_below_floor=len(candidates) - len(hits),
             relevance_floor=None if floor is None else floor.as_dict(),
             archive_description_ja=None if out_hits else describe_archive(self.archive.store.stats()),
+            index_build_ja=_build_note(self.archive.root),
         )
         citations = [
             Citation(id=h.citation_id, kind="report", label_ja=_label(h), text=h.passage) for h in out_hits
@@ -286,6 +291,23 @@ class SearchReports(Tool[SearchReportsInput]):
         return SearchReportsInput(query=query, patient_id=ctx.patient.patient_id, **filters)
 
 
+def _build_note(root: Path) -> str | None:
+    from dokuei.knowledge.progress import read_progress
+
+    progress = read_progress(root)
+    return (progress.note_ja() or None) if progress is not None else None
+
+
+def _empty_hint(settings: Settings) -> str:
+    """Why there is nothing to search: the index is still being built, or was never built."""
+    from dokuei.knowledge.location import archive_root
+
+    note = _build_note(archive_root(settings))
+    if note and "作成中" in note:
+        return note.split("。")[0] + "。少し待ってから、もう一度質問してください。"
+    return BUILD_HINT_JA
+
+
 def _label(h: ReportHit) -> str:
     tag = "、合成" if h.synthetic else ""
     return f"レポート {h.report_id}（{h.study_date:%Y-%m-%d} {h.modality} {h.body_part}{tag}）"
@@ -293,6 +315,8 @@ def _label(h: ReportHit) -> str:
 
 def _summary(out: SearchReportsOutput) -> str:
     head = "類似症例検索" if out.mode == "similar" else f"過去レポート検索「{out.query}」"
+    if out.index_build_ja:
+        head = f"{out.index_build_ja}{head}"
     if not out.hits:
         why = (
             f"（候補 {out.n_below_floor} 件はいずれも関連度の下限に届きません）" if out.n_below_floor else ""

@@ -570,9 +570,12 @@ def launch_options(settings: Settings, host: str) -> dict[str, Any]:
             **access.launch_options(settings.home)}  # files only to the browser that owns them; no run history
 
 
-def launch(settings: Settings | None = None, host: str = "127.0.0.1", port: int = 7860) -> None:
+def launch(settings: Settings | None = None, host: str = "127.0.0.1", port: int = 7860,
+           block: bool = True) -> Any:
+    """Serve the UI; with ``block=False`` return at once (the caller later calls ``block_thread()``)."""
     settings = settings or Settings.load()
     options = launch_options(settings, host)  # refuses before anything is built
     app = build_app(settings)
     # the queue serialises turns per worker: a second question waits in line instead of being dropped
-    app.queue(default_concurrency_limit=2).launch(server_port=port, **options)
+    app.queue(default_concurrency_limit=2).launch(server_port=port, prevent_thread_lock=not block, **options)
+    return app
