@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -28,7 +28,7 @@ from dokuei.knowledge.highlight import collapse_near_duplicates, highlight, quer
 from dokuei.knowledge.lexical import DEFAULT_TOKENIZER, BM25Index
 from dokuei.knowledge.location import archive_root
 from dokuei.knowledge.progress import read_progress
-from dokuei.knowledge.records import ReportRecord, patient_salt, salt_fingerprint
+from dokuei.knowledge.records import ReportRecord, batched, patient_salt, salt_fingerprint
 from dokuei.knowledge.store import ChunkRow, ReportStore, chunk_id
 from dokuei.settings import Settings
 
@@ -40,6 +40,9 @@ RRF_K = 60
 LEXICAL_FORMAT = 2
 OVERSAMPLE = 5
 DENSE_EXPANSIONS = 4
+#: an import's first batch (then doubling to ``batch_size``): the first reports are searchable in seconds
+FIRST_BATCH = 32
+
 SearchMode = Literal["hybrid", "dense", "lexical"]
 
 
@@ -232,7 +235,7 @@ class ReportArchive:
         rep = UpsertReport()
         bar = tqdm(total=total, desc=desc, unit="report", disable=not progress, leave=False)
         try:
-            for batch in _batches(records, batch_size):
+            for batch in batched(records, batch_size, first=FIRST_BATCH):
                 self._upsert_batch(batch, rep)
                 bar.update(len(batch))
                 if on_batch is not None:
@@ -434,17 +437,6 @@ class ReportArchive:
 def _build_running(root: Path) -> bool:
     progress = read_progress(root)
     return progress is not None and progress.building
-
-
-def _batches(items: Iterable[ReportRecord], n: int) -> Iterator[list[ReportRecord]]:
-    batch: list[ReportRecord] = []
-    for it in items:
-        batch.append(it)
-        if len(batch) >= n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _with_cosines(res: dict[str, Any]) -> list[tuple[str, float]]:

@@ -6,11 +6,14 @@ import hashlib
 import hmac
 import os
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 from dokuei.knowledge.normalize import date_to_int, nfkc
+
+T = TypeVar("T")
 
 #: The fixed, documented pepper used when no salt is configured. It is public (it is in this file), so
 #: the hash only keeps raw ids out of the index and its logs; a hospital sets its own secret salt with
@@ -148,3 +151,19 @@ class ReportRecord:
             ]
         )
         return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def batched(records: Iterable[T], size: int, first: int | None = None) -> Iterator[list[T]]:
+    """Lists of up to ``size`` records; with ``first``, the batches start at that size and double up to
+    ``size`` (an import's first reports become searchable within seconds, later batches stay large)."""
+    n = min(first or size, size)
+    batch: list[T] = []
+    for rec in records:
+        batch.append(rec)
+        if len(batch) >= n:
+            yield batch
+            batch = []
+            n = min(2 * n, size)
+    if batch:
+        yield batch
+

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 
-from dokuei.knowledge.records import ReportRecord
+from dokuei.knowledge.records import ReportRecord, batched
 from dokuei.reports.critical import detect
 from dokuei.reports.text import ReportTextError
 
@@ -84,17 +84,6 @@ def _scan_batch(records: list[ReportRecord], include_unchanged: bool) -> ScanRes
     return result
 
 
-def _batches(records: Iterable[ReportRecord], size: int) -> Iterator[list[ReportRecord]]:
-    batch: list[ReportRecord] = []
-    for rec in records:
-        batch.append(rec)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def scan_records(records: Iterable[ReportRecord], include_unchanged: bool = False, workers: int = 1,
                  batch_size: int = BATCH_SIZE) -> ScanResult:
     """Worklist rows for every flagged category (and unchanged_known ones when asked).
@@ -105,7 +94,7 @@ def scan_records(records: Iterable[ReportRecord], include_unchanged: bool = Fals
     result = ScanResult()
     t0 = time.perf_counter()
     if workers <= 1:
-        parts: Iterable[ScanResult] = (_scan_batch(b, include_unchanged) for b in _batches(records, batch_size))
+        parts: Iterable[ScanResult] = (_scan_batch(b, include_unchanged) for b in batched(records, batch_size))
         _merge(result, parts)
     else:
         import multiprocessing
@@ -115,7 +104,7 @@ def scan_records(records: Iterable[ReportRecord], include_unchanged: bool = Fals
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
             _merge(result, pool.map(partial(_scan_batch, include_unchanged=include_unchanged),
-                                    _batches(records, batch_size)))
+                                    batched(records, batch_size)))
     result.seconds = time.perf_counter() - t0
     result.rows.sort(key=lambda r: (-r.score, r.study_date, r.report_id))
     return result

@@ -21,7 +21,7 @@ from dokuei.knowledge.archive import ReportArchive
 from dokuei.knowledge.importers import parse_row
 from dokuei.knowledge.iu import iter_rows
 from dokuei.knowledge.progress import BuildProgress, ProgressCounter, read_progress, write_progress
-from dokuei.knowledge.records import ReportRecord
+from dokuei.knowledge.records import ReportRecord, batched
 from dokuei.settings import Settings
 from dokuei.tools.base import ToolStatus
 from dokuei.tools.search_reports import SearchReports
@@ -37,6 +37,12 @@ def test_a_build_whose_process_died_reads_as_interrupted(tmp_path: Path) -> None
     progress = read_progress(tmp_path)
     assert progress is not None and progress.state == "interrupted"
     assert "40/100" in progress.note_ja() and "dokuei index demo" in progress.note_ja()
+
+
+def test_batches_start_small_and_double_up_to_the_batch_size() -> None:
+    sizes = [len(b) for b in batched(range(100), 40, first=8)]
+    assert sizes == [8, 16, 32, 40, 4]  # 8+16+32+40 = 96, the last 4 remain
+    assert [len(b) for b in batched(range(5), 40)] == [5]
 
 
 def test_unreadable_progress_is_no_progress(tmp_path: Path) -> None:
