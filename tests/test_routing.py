@@ -119,3 +119,16 @@ def test_ascii_keywords_match_whole_words_only(tools: list[Tool]) -> None:
 def test_query_keeps_the_finding_and_drops_the_frame(question: str, query: str, similar: bool) -> None:
     got, _, got_similar = query_from_question(question)
     assert (got, got_similar) == (query, similar)
+
+
+def test_the_semantic_scorer_embeds_a_long_questions_head_and_tail_only() -> None:
+    from dokuei.agent.router import SEMANTIC_MAX_CHARS, _semantic_excerpt
+
+    short = "この心電図の所見は？"
+    assert _semantic_excerpt(short) == short
+    pasted = "所見: " + "右肺上葉に小結節を認めます。" * 300  # 4,200 characters of pasted findings
+    question = pasted + "この所見から診断欄を下書きして"
+    excerpt = _semantic_excerpt(question)
+    # 200 from each end plus the 3-character joiner: the ask at the end survives, the middle does not
+    assert len(excerpt) == SEMANTIC_MAX_CHARS + 3
+    assert excerpt.endswith("この所見から診断欄を下書きして") and excerpt.startswith("所見: 右肺上葉")
