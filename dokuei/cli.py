@@ -82,6 +82,9 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         _out(f"エラー: 添付ファイルが見つかりません: {', '.join(missing)}")
         return 2
+    if args.push and not args.export:  # refused before the question runs: nothing is done half
+        _out("エラー: --push は --export と一緒に指定してください（書き出したファイルを送信します）。")
+        return 2
     formats: list[str] = []
     if args.export:
         from dokuei.export import ExportError, parse_formats
@@ -107,9 +110,14 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         if turn_id:
             _out(f"ターン ID: {turn_id}（dokuei export {turn_id} --formats … --out DIR で書き出せます）")
     if formats:
+        from dokuei.export import turn_stem
         from dokuei.export.cli import print_export
+        from dokuei.export.push import push_written
 
-        return print_export({**payload, "turn_id": turn_id}, formats, Path(args.export[1]), args.question)
+        turn_payload = {**payload, "turn_id": turn_id}
+        out_dir = Path(args.export[1])
+        code = print_export(turn_payload, formats, out_dir, args.question)
+        return max(code, push_written(args.push, sorted(out_dir.glob(f"{turn_stem(turn_payload)}.*")), settings))
     return 0
 
 
@@ -223,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="answer, citations and full tool outputs as JSON")
     ask.add_argument("--export", nargs=2, metavar=("FORMATS", "DIR"),
                      help="also write the result: comma-separated sr,seg,fhir,pdf,txt into folder DIR")
+    from dokuei.export.push import add_push_argument
+
+    add_push_argument(ask)
     ask.set_defaults(func=cmd_ask)
 
     tools = sub.add_parser("tools", help="list tools with availability, or run one")

@@ -343,3 +343,34 @@ def test_push_flag_prints_each_outcome_and_exits_3_on_failure(tmp_path: Path, ch
     assert "送信失敗: 送信先 pacs が設定されていない" in printed
     assert checkup_bundle.exists()
     assert push_written("ftp", [checkup_bundle], settings) == 2
+
+
+def test_ask_export_push_sends_the_turns_bundle(tmp_path: Path, http: Http, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`dokuei ask … --export fhir DIR --push fhir`: the bundle written for this turn is what is POSTed."""
+    from fhir.resources.R4B.bundle import Bundle
+
+    from dokuei.cli import main
+
+    http.reply_body = _transaction_response
+    monkeypatch.setenv("DOKUEI_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DOKUEI_FHIR_URL", f"{http.url}/fhir")
+    assert main(["ask", CHECKUP_Q, "--export", "fhir", str(tmp_path / "out"), "--push", "fhir"]) == 0
+    assert "送信: FHIR サーバー" in capsys.readouterr().out
+    (written,) = sorted((tmp_path / "out").glob("*.json"))
+    (request,) = http.requests
+    assert json.loads(request["body"]) == json.loads(written.read_text(encoding="utf-8"))
+    received: Any = Bundle.model_validate(json.loads(request["body"]))
+    grades = [e.resource.valueCodeableConcept.coding[0].code for e in received.entry
+              if e.resource.get_resource_type() == "Observation"]
+    assert grades == ["D", "D"]  # HbA1c 6.8 % and FPG 130 mg/dL, band D in the criteria table
+
+
+def test_ask_push_without_export_is_refused(tmp_path: Path, http: Http, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from dokuei.cli import main
+
+    monkeypatch.setenv("DOKUEI_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DOKUEI_FHIR_URL", f"{http.url}/fhir")
+    assert main(["ask", CHECKUP_Q, "--push", "fhir"]) == 2
+    assert "--export と一緒に" in capsys.readouterr().out and http.requests == []
