@@ -100,7 +100,9 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     with streaming_to(TerminalSink(sys.stderr)) if agent.backend.is_llm else contextlib.nullcontext():
         turn = agent.ask(args.question, attachments=args.attach, patient=patient, session_id=args.session)
     payload = turn.to_json()
-    turn_id = _store_turn(settings, payload, args.question, [r.sha256() for r in turn.results])
+    from dokuei.export.turns import store_turn
+
+    turn_id = store_turn(settings, payload, args.question, [r.sha256() for r in turn.results])
     if args.json:
         _out(json.dumps({**payload, "turn_id": turn_id}, ensure_ascii=False, indent=2, default=str))
     else:
@@ -119,19 +121,6 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         code = print_export(turn_payload, formats, out_dir, args.question)
         return max(code, push_written(args.push, sorted(out_dir.glob(f"{turn_stem(turn_payload)}.*")), settings))
     return 0
-
-
-def _store_turn(settings: Settings, payload: dict[str, Any], question: str, result_sha256: list[str]) -> str:
-    """Keep the turn (de-identified) for ``dokuei export TURN_ID``; "" when it cannot be stored."""
-    from dokuei.export.turns import save_turn
-
-    if not payload.get("tool_calls"):
-        return ""
-    try:
-        return save_turn(settings, payload, question, result_sha256)
-    except OSError:
-        log.exception("turn result could not be stored")
-        return ""
 
 
 def cmd_tools(args: argparse.Namespace, settings: Settings) -> int:

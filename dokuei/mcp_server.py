@@ -136,6 +136,9 @@ class DokueiMcp:
             self._agent = Agent(self.settings)
         turn = self._agent.ask(question, attachments=attachments, patient=patient)
         payload: dict[str, Any] = turn.to_json()
+        from dokuei.export.turns import store_turn
+
+        payload["turn_id"] = store_turn(self.settings, payload, question, [r.sha256() for r in turn.results])
         for call in payload["tool_calls"]:
             call["artifacts"] = [self._serve(a) for a in call.get("artifacts", [])]
         return payload

@@ -116,6 +116,15 @@ def test_mcp_stdio_measures_the_phantom_nodes_and_asks(allowed: Path, home: Path
              for line in f.read_text(encoding="utf-8").splitlines()]
     mcp_tools = [r.get("tool") for r in audit if r.get("channel") == "mcp"]
     assert {"measure_lymph_nodes", "ask"} <= set(mcp_tools)  # MCP calls are audited like chat turns
+    # the MCP turn is kept like a CLI turn: `dokuei export TURN_ID` finds it, with the same grades
+    from dokuei.export.turns import load_turn
+    from dokuei.settings import Settings
+
+    turn_id = got["ask"].structured_content["turn_id"]
+    assert len(turn_id) == 16
+    stored = load_turn(Settings.load(home=home), turn_id)
+    (call,) = [c for c in stored["tool_calls"] if c["name"] == "judge_checkup"]
+    assert [i["grade"] for i in call["output"]["items"]] == ["D", "D"]
 
 
 def test_mcp_streamable_http_measures_the_phantom_nodes(allowed: Path, home: Path) -> None:

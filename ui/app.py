@@ -390,10 +390,14 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
                    ui["trace"]: [], ui["raw"]: "", ui["gallery"]: [], **unlocked}
             return
         state["last_turn"] = turn
+        from dokuei.export.turns import store_turn
+
+        # kept de-identified for `dokuei export TURN_ID` (hospital IT); shown in the raw record only
+        turn_id = store_turn(settings, turn.to_json(), message, [r.sha256() for r in turn.results])
         answer = present.answer_markdown(turn, resolution.conflict_message_ja(), _form_problems(age, height, weight))
         update = {ui["chat"]: [*history, {"role": "assistant", "content": answer}], ui["state"]: state,
                   ui["banner"]: resolution.banner_markdown(), ui["sources"]: present.sources_markdown(turn.citations),
-                  ui["trace"]: present.trace_rows(turn), ui["raw"]: present.raw_trace_json(turn),
+                  ui["trace"]: present.trace_rows(turn), ui["raw"]: present.raw_trace_json(turn, turn_id),
                   ui["gallery"]: present.gallery_items(turn),
                   ui["source_pick"]: gr.update(choices=present.source_choices(turn.citations), value=None),
                   **unlocked}

@@ -103,6 +103,18 @@ def save_turn(settings: Settings, turn: dict[str, Any], question: str, result_sh
     return turn_id
 
 
+def store_turn(settings: Settings, turn: dict[str, Any], question: str, result_sha256: list[str]) -> str:
+    """Keep a turn that ran tools for ``dokuei export TURN_ID`` (CLI, UI and MCP alike); "" when it ran
+    none or cannot be stored (the answer is never lost for that: the failure is logged)."""
+    if not turn.get("tool_calls"):
+        return ""
+    try:
+        return save_turn(settings, turn, question, result_sha256)
+    except OSError:
+        log.exception("turn result could not be stored")
+        return ""
+
+
 def _audited(settings: Settings, turn: dict[str, Any]) -> bool:
     wanted = sorted(turn.get("result_sha256") or [])
     for path in sorted(settings.audit_dir.glob("audit-*.jsonl"), reverse=True):

@@ -35,12 +35,22 @@ _ask = ask
 _upload = upload
 
 
-def test_checkup_with_empty_patient_fields_uses_the_woman_in_the_question(page: Any) -> None:
+def test_checkup_with_empty_patient_fields_uses_the_woman_in_the_question(
+        page: Any, served: tuple[str, RecordingAgent, Path]) -> None:
+    from dokuei.export.turns import load_turn, turns_dir
+    from dokuei.settings import Settings
+
+    settings = Settings.load(home=served[2])
+    before = set(turns_dir(settings).glob("*.json"))
     # Hb 12.5 g/dL: A for a woman (≥ 12.1), C for a man; the old default 男性 gave C
     answer = _ask(page, "60歳女性、腹囲 88 cm、血色素量 12.5 g/dL の判定は？")
     assert "血色素量 12.5 g/dL: A 判定" in answer
     banner = page.locator("#patient-banner").inner_text()
     assert "女性（質問文）" in banner and "60 歳（質問文）" in banner
+    # the UI turn is kept for `dokuei export TURN_ID` like a CLI turn, with the grade the page showed
+    (new,) = set(turns_dir(settings).glob("*.json")) - before
+    (call,) = [c for c in load_turn(settings, new.stem)["tool_calls"] if c["name"] == "judge_checkup"]
+    assert {i["name_ja"]: i["grade"] for i in call["output"]["items"]}["血色素量"] == "A"
 
 
 def test_empty_dcm_upload_names_the_file_in_japanese(page: Any, tmp_path: Path) -> None:
