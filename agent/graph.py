@@ -8,6 +8,7 @@ the cited results, asks an LLM to rewrite once, then falls back to the determini
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,6 +31,7 @@ from langgraph.errors import GraphRecursionError
 from langgraph.graph import END, START, StateGraph
 from pydantic import ValidationError
 
+from dokuei import cancel
 from dokuei.agent import audit, prompts
 from dokuei.agent.attachments import classify_attachment
 from dokuei.agent.compose import (
@@ -62,6 +64,10 @@ log = logging.getLogger(__name__)
 
 #: seconds past the tool timeout that a worker gets to kill its tool and answer
 WORKER_GRACE_S = 10.0
+#: how often a turn waiting for its tools looks whether the user stopped it (s)
+CANCEL_POLL_S = 0.2
+#: how long a stopped turn waits for its tools to acknowledge (a worker's tool is killed within 0.2 s)
+STOP_GRACE_S = 2.0
 
 #: types the checkpointer may rebuild from its msgpack store (LangGraph refuses unknown ones)
 CHECKPOINT_TYPES = [*(("dokuei.tools.base", name) for name in
@@ -113,8 +119,23 @@ def _in_daemon_thread(fn: Callable[..., ToolResult], *args: Any) -> Future[ToolR
         except BaseException as exc:  # handed to the caller through the future
             future.set_exception(exc)
 
-    threading.Thread(target=target, name="tool", daemon=True).start()
+    # the thread runs in a copy of the caller's context: the turn's stop event (dokuei.cancel) goes along
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(target,), name="tool", daemon=True).start()
     return future
+
+
+def _wait_unless_stopped(futures: Iterable[Future[ToolResult]], timeout_s: float) -> tuple[set[Any], set[Any]]:
+    """``wait(futures, timeout_s)`` that ends early, raising TurnCancelled, when the turn is stopped."""
+    end = time.monotonic() + timeout_s
+    while True:
+        remaining = end - time.monotonic()
+        done, not_done = wait(futures, timeout=max(0.0, min(CANCEL_POLL_S, remaining)))
+        if not not_done or remaining <= 0:
+            return done, not_done
+        if cancel.requested():  # a worker kills its tool within a poll: let it, then end the turn
+            wait(not_done, timeout=STOP_GRACE_S)
+            cancel.check()
 
 
 def _private_home(home: Path) -> None:
@@ -248,8 +269,10 @@ class Agent:
             ready = ready[:max(1, self.settings.max_parallel_tools)]
             pending = [c for c in pending if all(c is not r for r in ready)]
             ctx = _context({**state, "results": results})
+            cancel.check()
             futures = {_in_daemon_thread(self._run_call, c, ctx): c for c in ready}
-            finished, unfinished = wait(futures, timeout=self.settings.tool_timeout_s)
+            finished, unfinished = _wait_unless_stopped(futures, self.settings.tool_timeout_s)
+            cancel.check()  # a worker stopped by the user answers at once; the turn ends here
             in_workers = [f for f in unfinished if self._in_worker(futures[f].name)]
             if in_workers:  # a worker kills its tool at the timeout and answers; give it time to say so
                 finished |= wait(in_workers, timeout=WORKER_GRACE_S).done
@@ -268,6 +291,7 @@ class Agent:
         return {"results": results, "plan": [], "messages": messages, "timings": timings}
 
     def compose(self, state: AgentState) -> dict[str, Any]:
+        cancel.check()
         t0 = time.perf_counter()
         results = state.get("results", [])
         attempts = state.get("compose_attempts", 0) + 1
@@ -445,6 +469,11 @@ class Agent:
         try:
             state = self.graph.invoke({"question": question, "new_attachments": [str(a) for a in attachments or []],
                                        "new_patient": patient}, config)
+        except cancel.TurnCancelled:
+            log.info("turn stopped by the user in session %s", session_id)
+            self._audit(session_id, {"question": question, "answer": cancel.STOPPED_JA}, status="stopped")
+            return TurnResult(session_id=session_id, answer_ja=cancel.STOPPED_JA, verified=False,
+                              backend=self.backend.name, stopped=True)
         except GraphRecursionError:
             log.warning("step limit reached in session %s", session_id)
             self._audit(session_id, {"question": question, "answer": prompts.STEP_LIMIT_JA}, status="step_limit")
@@ -498,6 +527,8 @@ class TurnResult:
     citations: list[dict[str, Any]] = field(default_factory=list)
     results: list[ToolResult] = field(default_factory=list)
     verify_issues: list[str] = field(default_factory=list)
+    #: the user stopped this turn (UI 停止): nothing was answered
+    stopped: bool = False
     composer: str = ""
     attachments: list[dict[str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)

@@ -154,3 +154,56 @@ def test_body_composition_through_a_worker_equals_in_process(phantom_study: Path
     assert Path(in_worker.pop("overlay_path")).is_file() and Path(in_process.pop("overlay_path")).is_file()
     assert in_worker == in_process
     assert in_worker_result.provenance.input_sha256 and in_worker_result.provenance.file_sha256
+
+
+def test_stop_kills_the_running_heavy_tool_and_ends_the_turn(tmp_path: Path) -> None:
+    """The UI's 停止 on a turn whose tool sleeps 60 s in a worker (timeout 120 s): the turn ends within
+    seconds as stopped, the worker process is gone, and the same session answers its next question."""
+    from ui.turns import TurnQueue
+
+    settings = Settings.load(home=tmp_path, tool_timeout_s=120)
+    slow = ToolCall(name="slow_test_tool", args={"sleep_s": 60})
+    quick = ToolCall(name="slow_test_tool", args={"sleep_s": 0})
+    # the stopped turn consumes only its plan reply: it never reaches a second planning step or compose
+    agent = Agent(settings, backend=ScriptedBackend([ChatReply(text="", tool_calls=[slow]),
+                                                     ChatReply(text="", tool_calls=[quick]), ChatReply(text=""),
+                                                     ChatReply(text="")]))
+    agent.tools["slow_test_tool"] = SlowTool(settings)
+    queue = TurnQueue(workers=1)
+    try:
+        ticket = queue.submit(agent.ask, "?", session_id="s1")
+        end = time.monotonic() + 60
+        while agent.workers.last_pid is None and time.monotonic() < end:  # the worker holds the call
+            time.sleep(0.1)
+        pid = agent.workers.last_pid
+        assert pid is not None
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        ticket.stop()
+        turn = ticket.future.result(timeout=30)
+        assert time.perf_counter() - t0 < 5  # 0.2 s polls + kill, not the 60 s sleep
+        assert turn.stopped and not turn.verified and "停止しました" in turn.answer_ja
+        assert _gone(pid)
+        after = agent.ask("?", session_id="s1")
+        assert [r.status for r in after.results] == [ToolStatus.OK] and not after.stopped
+    finally:
+        agent.workers.close()
+
+
+def test_a_turn_stopped_while_it_waits_never_runs() -> None:
+    import threading
+
+    from dokuei.cancel import TurnCancelled
+    from ui.turns import TurnQueue
+
+    queue = TurnQueue(workers=1)
+    release, ran = threading.Event(), list[str]()
+    first = queue.submit(release.wait, 30)
+    second = queue.submit(ran.append, "second")
+    assert second.position() == 1
+    second.stop()
+    release.set()
+    assert first.future.result(timeout=30) is True
+    with pytest.raises(TurnCancelled):
+        second.future.result(timeout=30)
+    assert ran == []

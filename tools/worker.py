@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from dokuei import cancel
 from dokuei.settings import Settings
 from dokuei.tools.base import Provenance, Tool, ToolResult, ToolStatus, _sha256_json
 
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 ENV_PREFIXES = ("DOKUEI_", "TOTALSEG_", "nnUNet_", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
 #: how long a killed worker gets to disappear before it is left to the OS
 _KILL_JOIN_S = 5.0
+#: how often a waiting call looks whether its turn was stopped (s)
+_STOP_POLL_S = 0.2
 
 _CONTEXT = multiprocessing.get_context("spawn")
 
@@ -249,10 +252,16 @@ class WorkerPool:
         reusable = False
         try:
             worker.conn.send(job)
-            if not worker.conn.poll(max(0.0, deadline - time.monotonic())):
-                log.warning("tool %s: timeout after %.1f s; worker %s killed", tool.name, timeout_s, worker.pid)
-                return failed(timeout_summary_ja(tool.name, timeout_s),
-                              f"timeout {timeout_s:g} s; worker pid {worker.pid} killed")
+            stop = cancel.current()  # the UI's 停止: the worker is killed like at a timeout
+            while not worker.conn.poll(max(0.0, min(_STOP_POLL_S, deadline - time.monotonic()))):
+                if stop is not None and stop.is_set():
+                    log.info("tool %s: stopped by the user; worker %s killed", tool.name, worker.pid)
+                    return failed(f"ツール {tool.name} は停止しました。", f"stopped; worker pid {worker.pid} killed")
+                if time.monotonic() >= deadline:
+                    log.warning("tool %s: timeout after %.1f s; worker %s killed", tool.name, timeout_s,
+                                worker.pid)
+                    return failed(timeout_summary_ja(tool.name, timeout_s),
+                                  f"timeout {timeout_s:g} s; worker pid {worker.pid} killed")
             kind, payload = worker.conn.recv()
             reusable = True
         except (EOFError, OSError) as exc:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dokuei import studies as st
+from dokuei.cancel import STOPPED_JA, TurnCancelled
 from dokuei.patient import resolve_patient
 from dokuei.settings import Settings
 from dokuei.ui import access, present, viewer
@@ -238,6 +239,8 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
     retention_h = float(os.environ.get("DOKUEI_UPLOAD_RETENTION_HOURS", DEFAULT_RETENTION_HOURS))
     st.purge_expired(settings.home, retention_h)
     turns = TurnQueue(workers or int(os.environ.get("DOKUEI_UI_WORKERS", DEFAULT_WORKERS)))
+    #: each browser session's turn in flight, for 停止 (the ticket cannot live in gr.State: it is copied)
+    in_flight: dict[str, Any] = {}
 
     def study_choices(state: dict[str, Any]) -> Any:
         rows = present.study_rows(state["studies"])
@@ -368,6 +371,7 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
         streamed_ask, draft = ui_stream.bound(agent.ask)  # llm: verified sentences shown while it runs
         ticket = turns.submit(streamed_ask, message, attachments=attachments, patient=resolution.values,
                               session_id=thread)
+        in_flight[state["id"]] = ticket
         waiting = [["（計画中）", "待機中", "", ""]]
         shown = ""
         while True:
@@ -381,13 +385,22 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
             if ticket.done():
                 break
             time.sleep(_POLL_S)
+        if in_flight.get(state["id"]) is ticket:
+            in_flight.pop(state["id"], None)
         try:
             turn = ticket.result()
+        except TurnCancelled:  # stopped while it waited in line: it never ran
+            yield {ui["chat"]: [*history, {"role": "assistant", "content": STOPPED_JA}], **unlocked}
+            return
         except Exception as exc:  # the session must survive any bad input
             log.exception("UI turn failed")
             answer = f"エラーが発生しました（{type(exc).__name__}）。入力を確認してください。詳細はログにあります。"
             yield {ui["chat"]: [*history, {"role": "assistant", "content": answer}], ui["sources"]: "",
                    ui["trace"]: [], ui["raw"]: "", ui["gallery"]: [], **unlocked}
+            return
+        if getattr(turn, "stopped", False):
+            yield {ui["chat"]: [*history, {"role": "assistant", "content": STOPPED_JA}], ui["trace"]: [],
+                   **unlocked}
             return
         state["last_turn"] = turn
         from dokuei.export.turns import store_turn
@@ -411,6 +424,16 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
 
     # Gradio finds the event argument by its type; under postponed annotations it needs the class itself
     on_view_click.__annotations__["evt"] = gr.SelectData
+
+    def stop_turn(state: dict[str, Any], history: list[dict[str, Any]]) -> tuple[Any, ...]:
+        """停止: the session's turn stops (its worker tool is killed); the pending line says so."""
+        ticket = in_flight.pop((state or {}).get("id", ""), None)
+        if ticket is not None:
+            ticket.stop()
+        history = list(history or [])
+        if ticket is not None and history and history[-1].get("role") == "assistant":
+            history[-1] = {"role": "assistant", "content": STOPPED_JA}
+        return gr.update(interactive=True), gr.update(interactive=True), history
 
     def open_source(number: int | None, state: dict[str, Any]) -> tuple[Any, ...]:
         turn = state.get("last_turn")
@@ -543,8 +566,7 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
         # handlers far above the workers: a waiting turn runs its handler and shows its place in line
         ask_send = send.click(respond, inputs, outputs, api_name="respond", concurrency_limit=_MAX_WAITING_TURNS)
         ask_submit = question.submit(respond, inputs, outputs, concurrency_limit=_MAX_WAITING_TURNS)
-        stop.click(lambda: (gr.update(interactive=True), gr.update(interactive=True)), None, [question, send],
-                   cancels=[ask_send, ask_submit])
+        stop.click(stop_turn, [state, chat], [question, send, chat], cancels=[ask_send, ask_submit])
         reset_outputs = [chat, state, patient_banner, sources, trace, raw, gallery, age, sex, height, weight,
                          question, study_table, upload_note, remove_pick, role_pick, ct_pick, compare_pick,
                          ct_view, compare_view, source_pick, source_text, source_table, source_images]

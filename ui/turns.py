@@ -8,6 +8,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from dokuei import cancel
+
 
 class Ticket:
     """One submitted turn: its future and, while it waits, how many turns are ahead of it."""
@@ -15,6 +17,11 @@ class Ticket:
     def __init__(self, queue: TurnQueue) -> None:
         self._queue = queue
         self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.stop_event = threading.Event()
+
+    def stop(self) -> None:
+        """停止: a waiting turn never runs; a running one stops waiting for its tools (dokuei.cancel)."""
+        self.stop_event.set()
 
     def position(self) -> int:
         """0 once the turn is running (or done); otherwise 1 + the number of waiting turns ahead of it."""
@@ -43,7 +50,9 @@ class TurnQueue:
             with self._lock:
                 self._waiting.remove(ticket)
             try:
-                ticket.future.set_result(fn(*args, **kwargs))
+                cancel.check_event(ticket.stop_event)  # stopped while it waited: it never runs
+                with cancel.cancellable(ticket.stop_event):
+                    ticket.future.set_result(fn(*args, **kwargs))
             except BaseException as exc:  # handed to the page, which names it in Japanese
                 ticket.future.set_exception(exc)
 

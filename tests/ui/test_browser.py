@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from dokuei import testdata
+from dokuei.tools.context import ToolContext
+from tests.test_worker import SleepInput, SlowTool, _gone
 from tests.ui.conftest import CHROMIUM, RecordingAgent, serve
 from tests.ui.pages import ask, upload
 
@@ -117,3 +119,45 @@ def test_new_session_clears_chat_studies_patient_fields_and_memory(
     _ask(page, "血色素量 12.5 g/dL の判定は？")
     call = agent.calls[-1]
     assert call["session_id"] != thread_before and call["attachments"] == [] and "age_years" not in call["patient"]
+
+
+class SlowUiTool(SlowTool):
+    """A heavy tool that sleeps 60 s in a worker when the question says 「ゆっくり検査」. Test only."""
+
+    name = "slow_ui_test_tool"
+    keywords_ja = ("ゆっくり検査",)
+
+    def input_from_context(self, ctx: ToolContext) -> SleepInput | None:
+        return SleepInput(sleep_s=60)
+
+
+def test_stop_ends_the_running_turn_and_kills_its_worker(page: Any, served: tuple[str, RecordingAgent, Path]) -> None:
+    import time
+
+    from dokuei.settings import Settings
+    from tests.ui.pages import start_ask
+
+    agent = served[1]
+    agent.tools["slow_ui_test_tool"] = SlowUiTool(Settings.load(home=served[2]))
+    before = agent.workers.last_pid
+    try:
+        start_ask(page, "ゆっくり検査をしてください")
+        end = time.monotonic() + 60
+        while agent.workers.last_pid in (None, before) and time.monotonic() < end:  # the worker has the call
+            time.sleep(0.1)
+        pid = agent.workers.last_pid
+        assert pid not in (None, before)
+        t0 = time.monotonic()
+        page.locator("#stop").click()
+        page.locator("#chat").get_by_text("停止しました").wait_for(timeout=10_000)
+        page.wait_for_function("() => !document.querySelector('#send').disabled", timeout=10_000)
+        end = time.monotonic() + 10
+        while not _gone(pid) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert _gone(pid), "the stopped tool's worker process is still alive"
+        assert time.monotonic() - t0 < 10  # not the 60 s the tool would have slept
+    finally:
+        agent.tools.pop("slow_ui_test_tool", None)
+    # the session goes on: the next question is answered as usual
+    answer = _ask(page, "50歳男性、血色素量 12.5 g/dL の判定は？")
+    assert "血色素量 12.5 g/dL: C 判定" in answer
