@@ -46,9 +46,4 @@ def check() -> None:
         raise TurnCancelled(STOPPED_JA)
 
 
-def check_event(event: threading.Event) -> None:
-    if event.is_set():
-        raise TurnCancelled(STOPPED_JA)
-
-
-__all__ = ["STOPPED_JA", "TurnCancelled", "cancellable", "check", "check_event", "current", "requested"]
+__all__ = ["STOPPED_JA", "TurnCancelled", "cancellable", "check", "current", "requested"]

@@ -443,6 +443,9 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
 
     def new_session(state: dict[str, Any]) -> tuple[Any, ...]:
         old = state or {}
+        running = in_flight.pop(old.get("id", ""), None)
+        if running is not None:  # the old patient's turn stops; nothing of it reaches the new session
+            running.stop()
         if old.get("id"):
             shutil.rmtree(uploads / old["id"], ignore_errors=True)
             shutil.rmtree(_viewer_dir(old["id"]), ignore_errors=True)
@@ -566,7 +569,9 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
         # handlers far above the workers: a waiting turn runs its handler and shows its place in line
         ask_send = send.click(respond, inputs, outputs, api_name="respond", concurrency_limit=_MAX_WAITING_TURNS)
         ask_submit = question.submit(respond, inputs, outputs, concurrency_limit=_MAX_WAITING_TURNS)
-        stop.click(stop_turn, [state, chat], [question, send, chat], cancels=[ask_send, ask_submit])
+        # no Gradio `cancels` here: the turn itself stops (its answer says so), and a late cancel could hit
+        # the next question instead (seen in Chromium under load)
+        stop.click(stop_turn, [state, chat], [question, send, chat])
         reset_outputs = [chat, state, patient_banner, sources, trace, raw, gallery, age, sex, height, weight,
                          question, study_table, upload_note, remove_pick, role_pick, ct_pick, compare_pick,
                          ct_view, compare_view, source_pick, source_text, source_table, source_images]

@@ -20,8 +20,11 @@ class Ticket:
         self.stop_event = threading.Event()
 
     def stop(self) -> None:
-        """停止: a waiting turn never runs; a running one stops waiting for its tools (dokuei.cancel)."""
+        """停止: a waiting turn ends at once and never runs; a running one stops waiting for its tools
+        (dokuei.cancel) and ends as stopped."""
         self.stop_event.set()
+        if self._queue.drop_waiting(self):
+            self.future.set_exception(cancel.TurnCancelled(cancel.STOPPED_JA))
 
     def position(self) -> int:
         """0 once the turn is running (or done); otherwise 1 + the number of waiting turns ahead of it."""
@@ -47,10 +50,9 @@ class TurnQueue:
             self._waiting.append(ticket)
 
         def run() -> None:
-            with self._lock:
-                self._waiting.remove(ticket)
+            if not self.drop_waiting(ticket):
+                return  # stopped while it waited: its future already says so, and it never runs
             try:
-                cancel.check_event(ticket.stop_event)  # stopped while it waited: it never runs
                 with cancel.cancellable(ticket.stop_event):
                     ticket.future.set_result(fn(*args, **kwargs))
             except BaseException as exc:  # handed to the page, which names it in Japanese
@@ -58,6 +60,14 @@ class TurnQueue:
 
         self._pool.submit(run)
         return ticket
+
+    def drop_waiting(self, ticket: Ticket) -> bool:
+        """Take ``ticket`` out of the line; False when it was no longer waiting."""
+        with self._lock:
+            if ticket not in self._waiting:
+                return False
+            self._waiting.remove(ticket)
+            return True
 
     def position(self, ticket: Ticket) -> int:
         with self._lock:

@@ -142,20 +142,20 @@ def test_stop_ends_the_running_turn_and_kills_its_worker(page: Any, served: tupl
     before = agent.workers.last_pid
     try:
         start_ask(page, "ゆっくり検査をしてください")
-        end = time.monotonic() + 60
+        end = time.monotonic() + 180  # a worker's spawn start takes seconds, more on a loaded machine
         while agent.workers.last_pid in (None, before) and time.monotonic() < end:  # the worker has the call
             time.sleep(0.1)
         pid = agent.workers.last_pid
         assert pid not in (None, before)
         t0 = time.monotonic()
         page.locator("#stop").click()
-        page.locator("#chat").get_by_text("停止しました").wait_for(timeout=10_000)
-        page.wait_for_function("() => !document.querySelector('#send').disabled", timeout=10_000)
-        end = time.monotonic() + 10
+        page.locator("#chat").get_by_text("停止しました").wait_for(timeout=30_000)
+        page.wait_for_function("() => !document.querySelector('#send').disabled", timeout=30_000)
+        end = time.monotonic() + 30
         while not _gone(pid) and time.monotonic() < end:
             time.sleep(0.1)
         assert _gone(pid), "the stopped tool's worker process is still alive"
-        assert time.monotonic() - t0 < 10  # not the 60 s the tool would have slept
+        assert time.monotonic() - t0 < 40  # well before the 60 s the tool would have slept (slack for load)
     finally:
         agent.tools.pop("slow_ui_test_tool", None)
     # the session goes on: the next question is answered as usual
