@@ -40,11 +40,13 @@ class BuildProgress:
     def building(self) -> bool:
         return self.state == "building"
 
+    def progress_ja(self) -> str:
+        return f"レポート索引は作成中です（{self.done_reports}/{self.total_reports} 件）。"
+
     def note_ja(self) -> str:
         """One line for an answer: how far the archive is built."""
         if self.state == "building":
-            return (f"レポート索引は作成中です（{self.done_reports}/{self.total_reports} 件）。"
-                    "結果は作成済みの分からの検索です。")
+            return self.progress_ja() + "結果は作成済みの分からの検索です。"
         if self.state == "interrupted":
             return (f"レポート索引の作成が途中で止まっています（{self.done_reports}/{self.total_reports} 件）。"
                     "`dokuei index demo` で再開できます。")

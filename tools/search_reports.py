@@ -301,10 +301,11 @@ def _build_note(root: Path) -> str | None:
 def _empty_hint(settings: Settings) -> str:
     """Why there is nothing to search: the index is still being built, or was never built."""
     from dokuei.knowledge.location import archive_root
+    from dokuei.knowledge.progress import read_progress
 
-    note = _build_note(archive_root(settings))
-    if note and "作成中" in note:
-        return note.split("。")[0] + "。少し待ってから、もう一度質問してください。"
+    progress = read_progress(archive_root(settings))
+    if progress is not None and progress.building:
+        return progress.progress_ja() + "少し待ってから、もう一度質問してください。"
     return BUILD_HINT_JA
 
 
