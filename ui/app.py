@@ -405,12 +405,13 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
         state["last_turn"] = turn
         from dokuei.export.turns import store_turn
 
-        # kept de-identified for `dokuei export TURN_ID` (hospital IT); shown in the raw record only
+        # kept de-identified for `dokuei export TURN_ID` (hospital IT); its id is shown below the sources
         turn_id = store_turn(settings, turn.to_json(), message, [r.sha256() for r in turn.results])
         answer = present.answer_markdown(turn, resolution.conflict_message_ja(), _form_problems(age, height, weight))
         update = {ui["chat"]: [*history, {"role": "assistant", "content": answer}], ui["state"]: state,
-                  ui["banner"]: resolution.banner_markdown(), ui["sources"]: present.sources_markdown(turn.citations),
-                  ui["trace"]: present.trace_rows(turn), ui["raw"]: present.raw_trace_json(turn, turn_id),
+                  ui["banner"]: resolution.banner_markdown(),
+                  ui["sources"]: present.sources_markdown(turn.citations) + present.record_line(turn_id),
+                  ui["trace"]: present.trace_rows(turn), ui["raw"]: present.raw_trace_json(turn),
                   ui["gallery"]: present.gallery_items(turn),
                   ui["source_pick"]: gr.update(choices=present.source_choices(turn.citations), value=None),
                   **unlocked}
@@ -425,15 +426,12 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
     # Gradio finds the event argument by its type; under postponed annotations it needs the class itself
     on_view_click.__annotations__["evt"] = gr.SelectData
 
-    def stop_turn(state: dict[str, Any], history: list[dict[str, Any]]) -> tuple[Any, ...]:
-        """停止: the session's turn stops (its worker tool is killed); the pending line says so."""
+    def stop_turn(state: dict[str, Any]) -> None:
+        """停止: the session's turn stops (its worker tool is killed). The turn's own handler then shows
+        「停止しました」 and unlocks the input, so a question typed next is never overwritten by it."""
         ticket = in_flight.pop((state or {}).get("id", ""), None)
         if ticket is not None:
             ticket.stop()
-        history = list(history or [])
-        if ticket is not None and history and history[-1].get("role") == "assistant":
-            history[-1] = {"role": "assistant", "content": STOPPED_JA}
-        return gr.update(interactive=True), gr.update(interactive=True), history
 
     def open_source(number: int | None, state: dict[str, Any]) -> tuple[Any, ...]:
         turn = state.get("last_turn")
@@ -571,7 +569,7 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
         ask_submit = question.submit(respond, inputs, outputs, concurrency_limit=_MAX_WAITING_TURNS)
         # no Gradio `cancels` here: the turn itself stops (its answer says so), and a late cancel could hit
         # the next question instead (seen in Chromium under load)
-        stop.click(stop_turn, [state, chat], [question, send, chat])
+        stop.click(stop_turn, [state], None)
         reset_outputs = [chat, state, patient_banner, sources, trace, raw, gallery, age, sex, height, weight,
                          question, study_table, upload_note, remove_pick, role_pick, ct_pick, compare_pick,
                          ct_view, compare_view, source_pick, source_text, source_table, source_images]

@@ -58,11 +58,13 @@ def planned_rows(tools: list[str], state: str) -> list[list[Any]]:
     return [[name, state, "", ""] for name in tools]
 
 
-def raw_trace_json(turn: Any, turn_id: str = "") -> str:
-    """The tool calls as JSON; with the stored turn's id (``dokuei export TURN_ID``) when it was kept."""
-    calls = turn.to_json()["tool_calls"]
-    body: Any = {"turn_id": turn_id, "tool_calls": calls} if turn_id else calls
-    return json.dumps(body, ensure_ascii=False, indent=2, default=str)
+def raw_trace_json(turn: Any) -> str:
+    return json.dumps(turn.to_json()["tool_calls"], ensure_ascii=False, indent=2, default=str)
+
+
+def record_line(turn_id: str) -> str:
+    """Below the sources: the stored turn's id, which `dokuei export TURN_ID` (hospital IT) takes."""
+    return f"\n\n記録 ID: `{turn_id}`（この回答の記録。書き出し・送信に使います）" if turn_id else ""
 
 
 def sources_markdown(citations: list[dict[str, Any]]) -> str:

@@ -51,6 +51,7 @@ def test_checkup_with_empty_patient_fields_uses_the_woman_in_the_question(
     assert "女性（質問文）" in banner and "60 歳（質問文）" in banner
     # the UI turn is kept for `dokuei export TURN_ID` like a CLI turn, with the grade the page showed
     (new,) = set(turns_dir(settings).glob("*.json")) - before
+    assert f"記録 ID: {new.stem}" in page.locator("#sources").inner_text()  # what IT asks the clinician for
     (call,) = [c for c in load_turn(settings, new.stem)["tool_calls"] if c["name"] == "judge_checkup"]
     assert {i["name_ja"]: i["grade"] for i in call["output"]["items"]}["血色素量"] == "A"
 
