@@ -6,7 +6,6 @@ categorical columns kept beside the BM25 matrix, so a filtered lexical query sta
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -15,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from dokuei.atomic import atomic_file
 from dokuei.knowledge.normalize import date_to_int, nfkc
 from dokuei.knowledge.records import hash_patient_id, normalize_body_part, normalize_modality
 
@@ -115,10 +115,8 @@ class FilterColumns:
         for name in _CATEGORICAL:
             arrays[f"codes_{name}"] = self.codes[name]
             arrays[f"cats_{name}"] = np.asarray(self.categories[name], dtype=str)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
+        with atomic_file(path) as fh:
             np.savez(fh, **arrays)  # type: ignore[arg-type]
-        tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> FilterColumns:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
+from dokuei.atomic import atomic_file
 from dokuei.knowledge.normalize import nfkc
 
 log = logging.getLogger(__name__)
@@ -263,21 +263,12 @@ class BM25Index:
         """Write both files atomically (a reader in another process never loads half a file)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         w = self.weights
-        npz = path.with_suffix(".npz")
-        tmp = npz.with_name(f"{npz.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
+        with atomic_file(path.with_suffix(".npz")) as fh:
             np.savez(fh, data=w.data, indices=w.indices, indptr=w.indptr, shape=np.asarray(w.shape),
                      rows=self.rows)
-        meta = path.with_suffix(".json")
-        tmp_meta = meta.with_name(f"{meta.name}.{os.getpid()}.tmp")
-        tmp_meta.write_text(
-            json.dumps(
-                {"tokenizer": self.tokenizer, "negation": self.negation, "vocab": self.vocab},
-                ensure_ascii=False,
-            )
-        )
-        tmp.replace(npz)
-        tmp_meta.replace(meta)
+        meta = {"tokenizer": self.tokenizer, "negation": self.negation, "vocab": self.vocab}
+        with atomic_file(path.with_suffix(".json")) as fh:
+            fh.write(json.dumps(meta, ensure_ascii=False).encode("utf-8"))
 
     @classmethod
     def load(cls, path: Path) -> BM25Index:

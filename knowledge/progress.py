@@ -2,7 +2,7 @@
 
 The demo starts the UI first and embeds the report archive behind it. Every batch is searchable as soon
 as it is stored (vectors, then the SQLite rows the lexical index is rebuilt from), so a search during the
-build answers from the reports indexed so far and says how far the build is (「作成中（N/M 件）」).
+build answers from the reports indexed so far and says how far the build is (「作成中です（N/M 件）」).
 The state lives in a small JSON file beside the store, so a CLI ``ask`` in another process sees it too;
 a build whose process died is reported as interrupted, not as running.
 """
@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
+
+from dokuei.atomic import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +69,8 @@ def write_progress(root: Path, progress: BuildProgress) -> None:
     """Atomically replace the progress file (a reader never sees half a file)."""
     root.mkdir(parents=True, exist_ok=True)
     progress.updated_utc = _now()
-    tmp = progress_path(root).with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(asdict(progress), ensure_ascii=False), encoding="utf-8")
-    tmp.replace(progress_path(root))
+    with atomic_file(progress_path(root)) as fh:
+        fh.write(json.dumps(asdict(progress), ensure_ascii=False).encode("utf-8"))
 
 
 def _alive(pid: int) -> bool:

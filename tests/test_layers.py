@@ -7,7 +7,7 @@ functions included; only imports under ``if TYPE_CHECKING:`` are skipped, since 
 
 Layers, lowest first (a module may import its own layer and those below):
 
-    low        dokuei/__init__, errors, device, weights, settings, offline, testdata, patient, cancel,
+    low        dokuei/__init__, errors, device, weights, settings, offline, testdata, patient, cancel, atomic,
                and the reference-data loader dokuei/knowledge/__init__
     io         dokuei/io/*
     domain     dokuei/{signals,ct,lymph,models,phantoms,reports}/*
@@ -34,7 +34,7 @@ PACKAGES = {"dokuei": "dokuei", "tools": "dokuei.tools", "agent": "dokuei.agent"
 LAYERS = ("low", "io", "domain", "knowledge", "tools", "agent", "app")
 LOW_MODULES = frozenset({"dokuei", "dokuei.errors", "dokuei.device", "dokuei.weights", "dokuei.settings",
                          "dokuei.offline", "dokuei.testdata", "dokuei.knowledge",
-                         "dokuei.llm_install", "dokuei.llm_hook", "dokuei.cancel"})
+                         "dokuei.llm_install", "dokuei.llm_hook", "dokuei.cancel", "dokuei.atomic"})
 DOMAIN_PACKAGES = ("signals", "ct", "lymph", "models", "phantoms", "reports")
 
 #: import circles tolerated (none: cli ↔ demo ended when parse_patient moved to dokuei/patient.py, and
