@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from dokuei.agent import prompts
 from dokuei.tools.base import Citation, ToolResult, ToolStatus
+from dokuei.tools.registry import tool_title_ja
 
 NOTE_PREFIX = "※"
 SOURCES_HEADER = "出典:"
@@ -48,7 +49,7 @@ def number_sources(results: list[ToolResult]) -> list[Source]:
     seen: set[str] = set()
     for result in results:
         citations = result.citations or [Citation(id=result.tool, kind="tool_result",
-                                                  label_ja=f"ツール {result.tool}", text=result.summary_ja)]
+                                                  label_ja=tool_title_ja(result.tool), text=result.summary_ja)]
         for citation in citations:
             if citation.id in seen and citation.kind == "tool_result":  # the same tool run twice in a turn
                 runs = sum(1 for s in sources if s.result.tool == result.tool) + 1

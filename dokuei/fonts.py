@@ -10,6 +10,7 @@ import importlib.util
 import logging
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -40,3 +41,18 @@ def use_japanese_font_in_matplotlib() -> bool:
     rcParams["font.family"] = "sans-serif"
     rcParams["font.sans-serif"] = [FONT_FAMILY, *rcParams["font.sans-serif"]]
     return True
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, with the Japanese font as the default when installed.
+
+    Every server-side figure (overlays, montages) is drawn through this, so Japanese labels render as
+    text and never as empty boxes.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    use_japanese_font_in_matplotlib()
+    import matplotlib.pyplot as plt
+
+    return plt

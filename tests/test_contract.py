@@ -79,6 +79,7 @@ def test_tool_honours_the_contract(name: str, registry: ToolRegistry) -> None:
     assert re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", tool.description_ja) and len(tool.description_ja) >= 30
     assert not re.search(r"[\u3040-\u30ff]", tool.description_en) and len(tool.description_en) >= 30
     assert re.fullmatch(r"\d+\.\d+\.\d+", tool.version)
+    assert re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", tool.title_ja), "a Japanese title for clinicians"
     assert isinstance(tool.requires, Requirements) and tool.requires.licence
     for spec in tool.requires.weights:
         assert spec.install_ja and spec.licence and spec.relpath

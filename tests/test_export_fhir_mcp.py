@@ -73,7 +73,8 @@ def test_ct_turn_pdf_renders_japanese_and_the_numbers(ct_turn: dict[str, Any], t
     (pdf_path,) = write_exports(ct_turn, ["pdf"], tmp_path, "この CT で L3 の骨格筋量は？")
     text = "".join(page.extract_text() for page in PdfReader(pdf_path).pages)
     assert "臨床支援結果" in text and "筋肉量低下" in text  # Japanese survives embedding and extraction
-    assert "34.63" in text and "smi_cm2_per_m2" in text
+    assert "34.63" in text and "骨格筋指数（SMI）" in text and "体組成計測（L3）" in text  # labels, not field names
+    assert "smi_cm2_per_m2" not in text and "measure_body_composition" not in text
     assert "ct_phantom" not in text and "/tmp" not in text  # no file name or server path printed
 
 

@@ -34,7 +34,8 @@ PACKAGES = {"dokuei": "dokuei", "tools": "dokuei.tools", "agent": "dokuei.agent"
 LAYERS = ("low", "io", "domain", "knowledge", "tools", "agent", "app")
 LOW_MODULES = frozenset({"dokuei", "dokuei.errors", "dokuei.device", "dokuei.weights", "dokuei.settings",
                          "dokuei.offline", "dokuei.testdata", "dokuei.knowledge",
-                         "dokuei.llm_install", "dokuei.llm_hook", "dokuei.cancel", "dokuei.atomic"})
+                         "dokuei.llm_install", "dokuei.llm_hook", "dokuei.cancel", "dokuei.atomic",
+                         "dokuei.fonts", "dokuei.field_labels"})
 DOMAIN_PACKAGES = ("signals", "ct", "lymph", "models", "phantoms", "reports")
 
 #: import circles tolerated (none: cli ↔ demo ended when parse_patient moved to dokuei/patient.py, and

@@ -52,6 +52,7 @@ class AdviseCardiologyOutput(BaseModel):
 
 class AdviseCardiology(Tool[AdviseCardiologyInput]):
     name: ClassVar[str] = "advise_cardiology"
+    title_ja: ClassVar[str] = "循環器所見の統合（心電図＋胸部X線）"
     version: ClassVar[str] = "0.1.0"
     description_ja: ClassVar[str] = (
         "同じ患者の心電図解析（analyze_ecg）と胸部 X 線分類（classify_chest_xray）の結果を組み合わせ、"

@@ -87,6 +87,7 @@ class AnalyzeEcgOutput(BaseModel):
 
 class AnalyzeEcg(Tool[AnalyzeEcgInput]):
     name: ClassVar[str] = "analyze_ecg"
+    title_ja: ClassVar[str] = "心電図解析"
     version: ClassVar[str] = "0.1.0"
     description_ja: ClassVar[str] = (
         "心電図ファイル（DICOM 波形・WFDB・CSV・HL7 aECG）の波形そのものから心拍数、調律、PR・QRS・QT・QTc"

@@ -136,6 +136,7 @@ class AssessRecistResponseOutput(BaseModel):
 
 class AssessRecistResponse(Tool[AssessRecistResponseInput]):
     name = "assess_recist_response"
+    title_ja = "RECIST 1.1 効果判定"
     version = "0.1.0"
     description_ja = (
         "前回（ベースライン）と今回の CT でリンパ節を対応付け、RECIST 1.1 の効果判定（CR/PR/SD/PD）と"

@@ -154,6 +154,7 @@ class Tool(ABC, Generic[InputT]):
 
     name: ClassVar[str]
     version: ClassVar[str]
+    title_ja: ClassVar[str] = ""  # what a clinician reads in place of the tool's name
     description_ja: ClassVar[str]
     description_en: ClassVar[str]
     Input: ClassVar[type[BaseModel]]
@@ -298,7 +299,7 @@ class Tool(ABC, Generic[InputT]):
         return path
 
     def self_citation(self, summary_ja: str) -> Citation:
-        return Citation(id=self.name, kind="tool_result", label_ja=f"ツール {self.name}（v{self.version}）",
+        return Citation(id=self.name, kind="tool_result", label_ja=f"{self.title_ja or self.name}（v{self.version}）",
                         text=summary_ja)
 
     def _result(self, status: ToolStatus, prov: Provenance, t0: float, *, summary_ja: str,

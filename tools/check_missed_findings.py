@@ -81,6 +81,7 @@ class CheckMissedFindingsOutput(BaseModel):
 
 class CheckMissedFindings(Tool[CheckMissedFindingsInput]):
     name: ClassVar[str] = "check_missed_findings"
+    title_ja: ClassVar[str] = "重大所見の見落とし確認"
     version: ClassVar[str] = "0.1.0"
     description_ja: ClassVar[str] = (
         "レポートアーカイブのうち指定期間（今日・昨日・今週・過去7日・11月1日から11月30日など）の全レポートについて、"

@@ -61,6 +61,7 @@ class ClassifyChestXrayOutput(BaseModel):
 
 class ClassifyChestXray(Tool[ClassifyChestXrayInput]):
     name: ClassVar[str] = "classify_chest_xray"
+    title_ja: ClassVar[str] = "胸部X線分類"
     version: ClassVar[str] = "0.1.0"
     description_ja: ClassVar[str] = (
         "胸部 X 線写真（DICOM CR/DX、PNG、JPEG）から、心拡大・胸水・肺水腫・浸潤影・気胸など 18 所見の確率を"
@@ -181,7 +182,7 @@ class ClassifyChestXray(Tool[ClassifyChestXrayInput]):
                 x,
                 pred.saliency,
                 self.artifact_dir(inp) / "saliency.png",
-                f"saliency: {card.labels[top]}",
+                f"寄与領域: {card.labels_ja[top]}",
             )
             artifacts.append(
                 Artifact(

@@ -122,6 +122,7 @@ class ClassifyEcgOutput(BaseModel):
 
 class ClassifyEcg(Tool[ClassifyEcgInput]):
     name: ClassVar[str] = "classify_ecg"
+    title_ja: ClassVar[str] = "心電図分類（1次元CNN）"
     version: ClassVar[str] = "0.1.0"
     description_ja: ClassVar[str] = (
         "12 誘導心電図を、利用者が導入した学習済み 1 次元 CNN（PTB-XL の診断スーパークラス: 正常・心筋梗塞・"

@@ -82,6 +82,7 @@ def output_from(det: Detection) -> DetectCriticalFindingsOutput:
 
 class DetectCriticalFindings(Tool[DetectCriticalFindingsInput]):
     name: ClassVar[str] = "detect_critical_findings"
+    title_ja: ClassVar[str] = "重大所見の検出"
     version: ClassVar[str] = "0.1.0"
     description_ja: ClassVar[str] = (
         "読影レポート本文（所見・診断、日本語・英語）から重大所見・重要所見（気胸、遊離ガス、大動脈解離、肺塞栓、"

@@ -60,6 +60,7 @@ class DraftImpressionOutput(BaseModel):
 
 class DraftImpression(Tool[DraftImpressionInput]):
     name: ClassVar[str] = "draft_impression"
+    title_ja: ClassVar[str] = "診断欄の下書き"
     version: ClassVar[str] = "0.1.0"
     description_ja: ClassVar[str] = (
         "読影レポートの所見から診断欄（インプレッション）の下書きを作ります。各文に根拠の所見の文、または言い回しを"

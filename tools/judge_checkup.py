@@ -98,6 +98,7 @@ class JudgeCheckupOutput(BaseModel):
 
 class JudgeCheckup(Tool[JudgeCheckupInput]):
     name = "judge_checkup"
+    title_ja = "健診判定"
     version = "1.1.0"  # 1.1: overall grade withheld while any item is refused or unread
     description_ja = (
         "健診・人間ドックの検査値（BMI、腹囲、血圧、空腹時血糖、HbA1c、脂質、肝機能、eGFR、尿酸、血色素量、尿蛋白）を"

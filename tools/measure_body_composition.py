@@ -95,6 +95,7 @@ class MeasureBodyCompositionOutput(BaseModel):
 
 class MeasureBodyComposition(Tool[MeasureBodyCompositionInput]):
     name: ClassVar[str] = "measure_body_composition"
+    title_ja: ClassVar[str] = "体組成計測（L3）"
     version: ClassVar[str] = "1.0.0"
     description_ja: ClassVar[str] = (
         "CT から L3 椎体レベルを自動で特定し、骨格筋面積（SMA）、SMI、筋肉の平均 CT 値（筋内脂肪化）、"
@@ -204,13 +205,13 @@ class MeasureBodyComposition(Tool[MeasureBodyCompositionInput]):
 
         legend = {}
         if bc.sma_cm2 is not None:
-            legend["muscle"] = f"skeletal muscle {fmt(bc.sma_cm2)} cm2"
+            legend["muscle"] = f"骨格筋 {fmt(bc.sma_cm2)} cm²"
         if bc.psoas_area_cm2 is not None:
-            legend["psoas"] = f"psoas {fmt(bc.psoas_area_cm2)} cm2"
+            legend["psoas"] = f"大腰筋 {fmt(bc.psoas_area_cm2)} cm²"
         if bc.sfa_cm2 is not None:
-            legend["sat"] = f"subcutaneous fat {fmt(bc.sfa_cm2)} cm2"
+            legend["sat"] = f"皮下脂肪 {fmt(bc.sfa_cm2)} cm²"
         if bc.vfa_cm2 is not None:
-            legend["vat"] = f"visceral fat {fmt(bc.vfa_cm2)} cm2"
+            legend["vat"] = f"内臓脂肪 {fmt(bc.vfa_cm2)} cm²"
         out_dir = self.artifact_dir(inp)
         path = render_l3(
             ct,
@@ -218,7 +219,7 @@ class MeasureBodyComposition(Tool[MeasureBodyCompositionInput]):
             bc.masks,
             legend,
             out_dir / "l3_overlay.png",
-            f"L3 (slice {bc.l3_slice_index}, z {bc.l3_z_mm:.0f} mm)",
+            f"L3 椎体レベル（スライス {bc.l3_slice_index}、z {bc.l3_z_mm:.1f} mm）",
         )
         return str(path)
 

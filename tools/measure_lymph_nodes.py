@@ -88,6 +88,7 @@ class MeasureLymphNodesOutput(BaseModel):
 
 class MeasureLymphNodes(Tool[MeasureLymphNodesInput]):
     name = "measure_lymph_nodes"
+    title_ja = "リンパ節計測（RECIST 1.1）"
     version = "0.1.0"
     description_ja = (
         "CT の1検査でリンパ節を RECIST 1.1 に従って計測する（短径・長径・体積・部位・標的/非標的・径和）。"
@@ -128,7 +129,7 @@ class MeasureLymphNodes(Tool[MeasureLymphNodesInput]):
             png = render_montage(
                 result,
                 self.artifact_dir(inp) / "nodes.png",
-                title=f"study {output['study_date'] or ''}",  # never the folder name: it may name the patient
+                title=f"検査日 {output['study_date'] or '不明'}",  # never the folder name: it may name the patient
             )
             artifacts.append(
                 Artifact(path=str(png), kind="image", caption_ja="リンパ節の計測断面（黄: 長径、水色: 短径）")

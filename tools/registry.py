@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import dataclass
+from functools import cache
 from importlib.metadata import entry_points
 
 from dokuei.settings import Settings
@@ -64,6 +65,19 @@ def load_tool_class(entry: ToolEntry) -> type[Tool]:
     if cls.name != entry.name:
         raise ValueError(f"{entry.target} declares name {cls.name!r}, registered as {entry.name!r}")
     return cls
+
+
+@cache
+def tool_title_ja(name: str) -> str:
+    """The tool's Japanese title (「体組成計測（L3）」) for what a clinician reads; its name if it has none."""
+    target = BUILTIN_TOOLS.get(name) or next((e.target for e in tool_entries() if e.name == name), None)
+    if target is None:
+        return name
+    try:
+        return load_tool_class(ToolEntry(name, target, "")).title_ja or name
+    except Exception:  # an unloadable third-party tool still has its name
+        log.warning("tool %s: no title (its class does not load)", name, exc_info=True)
+        return name
 
 
 class ToolRegistry:

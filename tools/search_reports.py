@@ -159,6 +159,7 @@ def query_from_question(question: str) -> tuple[str, dict[str, str], bool]:
 
 class SearchReports(Tool[SearchReportsInput]):
     name: ClassVar[str] = "search_reports"
+    title_ja: ClassVar[str] = "過去レポート検索"
     version: ClassVar[str] = "0.1.0"
     description_ja: ClassVar[str] = (
         "過去の読影レポートを検索します（意味検索と語彙検索の融合、日英横断）。患者・モダリティ・部位・診療科・"

@@ -88,6 +88,7 @@ class SegmentCtOutput(BaseModel):
 
 class SegmentCt(Tool[SegmentCtInput]):
     name: ClassVar[str] = "segment_ct"
+    title_ja: ClassVar[str] = "CT臓器セグメンテーション"
     version: ClassVar[str] = "1.0.0"
     description_ja: ClassVar[str] = (
         "CT（DICOM 系列・zip・NIfTI）から TotalSegmentator で臓器・骨・筋を抽出し、構造ごとの体積（mL）、"
@@ -162,7 +163,7 @@ class SegmentCt(Tool[SegmentCtInput]):
             out_dir = self.artifact_dir(inp)
             overlay = str(
                 render_montage(
-                    ct, seg, present, out_dir / "organ_montage.png", f"{inp.task}: {len(present)} structures"
+                    ct, seg, present, out_dir / "organ_montage.png", f"{inp.task}: {len(present)} 構造"
                 )
             )
             artifacts.append(

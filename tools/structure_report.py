@@ -47,6 +47,7 @@ class StructureReportOutput(BaseModel):
 
 class StructureReport(Tool[StructureReportInput]):
     name: ClassVar[str] = "structure_report"
+    title_ja: ClassVar[str] = "レポートの構造化"
     version: ClassVar[str] = "0.1.0"
     description_ja: ClassVar[str] = (
         "読影レポートの自由文を臓器ごとの構造化所見（大きさ mm、部位、左右、確からしさ、否定、前回比較、推奨）の"

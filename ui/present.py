@@ -8,7 +8,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from dokuei.field_labels import field_label_ja, path_label_ja, unit_of
 from dokuei.studies import Study
+from dokuei.tools.registry import tool_title_ja
 
 STATUS_JA = {"ok": "完了", "failed": "失敗", "skipped": "実行せず", "unavailable": "利用不可", "error": "失敗"}
 TRACE_HEADERS = ["ツール", "状態", "時間 (秒)", "主な値"]
@@ -35,13 +37,18 @@ def clinician_text(text: str) -> str:
 
 
 def _key_values(output: dict[str, Any] | None, limit: int = 4) -> str:
-    """The first few scalar outputs (units are in the field names), e.g. ``smi_cm2_per_m2=34.63``."""
+    """The first few scalar outputs, labelled in Japanese with the unit kept: 「骨格筋指数（SMI）=34.63 cm²/m²」."""
     if not output:
         return ""
-    pairs = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+    pairs = [f"{field_label_ja(k)}={v:g}{_unit(k)}" if isinstance(v, float) else f"{field_label_ja(k)}={v}{_unit(k)}"
              for k, v in output.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)
              and len(str(v)) <= 40]
     return scrub_paths("、".join(pairs[:limit]))
+
+
+def _unit(key: str) -> str:
+    unit = unit_of(key)
+    return f" {unit[1]}" if unit else ""
 
 
 def trace_rows(turn: Any) -> list[list[Any]]:
@@ -49,13 +56,13 @@ def trace_rows(turn: Any) -> list[list[Any]]:
     rows = []
     for result in turn.results:
         status = getattr(result.status, "value", str(result.status))
-        rows.append([result.tool, STATUS_JA.get(status, status), round(result.provenance.runtime_s, 2),
+        rows.append([tool_title_ja(result.tool), STATUS_JA.get(status, status), round(result.provenance.runtime_s, 2),
                      _key_values(result.output)])
     return rows
 
 
 def planned_rows(tools: list[str], state: str) -> list[list[Any]]:
-    return [[name, state, "", ""] for name in tools]
+    return [[tool_title_ja(name), state, "", ""] for name in tools]
 
 
 def raw_trace_json(turn: Any) -> str:
@@ -108,14 +115,14 @@ def source_choices(citations: list[dict[str, Any]]) -> list[tuple[str, int]]:
 
 
 def _flatten(value: Any, prefix: str, rows: list[list[Any]]) -> None:
-    """Nested tool output as 項目/値 rows: dicts by key, lists by 1-based position (nodes[2].short_axis_mm)."""
+    """Nested tool output as (path, value) rows: dicts by key, lists by position (nodes[1].short_axis_mm)."""
     if len(rows) >= _MAX_SOURCE_ROWS:
         return
     if isinstance(value, dict):
         for key, item in value.items():
             _flatten(item, f"{prefix}.{key}" if prefix else str(key), rows)
     elif isinstance(value, list) and value and all(isinstance(v, (dict, list)) for v in value):
-        for i, item in enumerate(value, start=1):
+        for i, item in enumerate(value):
             _flatten(item, f"{prefix}[{i}]", rows)
     else:
         shown = "、".join(map(str, value)) if isinstance(value, list) else value
@@ -124,10 +131,12 @@ def _flatten(value: Any, prefix: str, rows: list[list[Any]]) -> None:
 
 
 def output_rows(output: dict[str, Any] | None) -> list[list[Any]]:
-    """A tool output as a readable 項目/値 table (units are in the field names), server paths scrubbed."""
+    """A tool output as a readable 項目/値 table: Japanese labels (「肝臓 体積」), the unit beside the value,
+    server paths scrubbed."""
     rows: list[list[Any]] = []
     _flatten(output or {}, "", rows)
-    return rows
+    return [[path_label_ja(output or {}, path), f"{value}{_unit(path.rpartition('.')[2])}" if value != "—"
+             else value] for path, value in rows]
 
 
 def source_detail(turn: Any, number: int | None,

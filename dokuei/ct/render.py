@@ -1,16 +1,17 @@
 """Overlay images (PNG, matplotlib Agg): the L3 slice with tissues coloured, and an organ montage.
 
 Slices are shown in radiological convention: patient's right on the viewer's left, anterior up.
-Legends are in English so that no Japanese font is needed on the server; captions are Japanese.
+Labels are Japanese, drawn with the IPAexGothic font the project installs (``dokuei.fonts``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from dokuei.io.totalseg import Segmentation
+from dokuei.io.totalseg import Segmentation, name_ja
 from dokuei.io.volume import Volume
 
 WINDOW = (40.0, 400.0)  # level, width: soft tissue
@@ -38,13 +39,12 @@ def _aspect(ct: Volume) -> float:
     return sy / sx
 
 
-def _figure() -> tuple[object, object]:
+def _figure() -> tuple[Any, Any]:
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from dokuei.fonts import pyplot
 
-    return plt, matplotlib
+    return pyplot(), matplotlib
 
 
 def render_l3(
@@ -60,7 +60,7 @@ def render_l3(
             colour = np.array(TISSUE_COLOURS[name])
             m = masks[name]
             rgb[m] = 0.45 * rgb[m] + 0.55 * colour
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)  # type: ignore[attr-defined]
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
     ax.imshow(_display_rgb(rgb), aspect=_aspect(ct), interpolation="nearest")
     ax.set_title(title, fontsize=10)
     ax.axis("off")
@@ -82,7 +82,7 @@ def render_l3(
     ax.text(0.99, 0.99, "L", color="white", transform=ax.transAxes, va="top", ha="right", fontsize=9)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, bbox_inches="tight")
-    plt.close(fig)  # type: ignore[attr-defined]
+    plt.close(fig)
     return out
 
 
@@ -99,15 +99,16 @@ def render_montage(
 
     ids = [i for i, n in seg.names.items() if n in set(names)]
     nz = seg.labels.shape[2]
-    ks = np.flatnonzero((seg.labels.reshape(-1, nz, order="F") > 0).any(axis=0))
+    # spread over the slices the shown structures occupy, not the whole labelled range
+    ks = np.flatnonzero(np.isin(seg.labels.reshape(-1, nz, order="F"), ids).any(axis=0))
     if ks.size == 0:
         ks = np.array([ct.shape[2] // 2])
     picks = np.unique(np.linspace(ks[0], ks[-1], num=min(n_slices, ks.size + 0)).round().astype(int))
-    cmap = matplotlib.colormaps["tab20"]  # type: ignore[attr-defined]
+    cmap = matplotlib.colormaps["tab20"]
     colour = {i: cmap(idx % 20)[:3] for idx, i in enumerate(sorted(ids))}
     cols = 3
     rows = int(np.ceil(len(picks) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows + 0.8), dpi=100, squeeze=False)  # type: ignore[attr-defined]
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows + 0.8), dpi=100, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, k in zip(axes.ravel(), picks, strict=False):
@@ -119,11 +120,11 @@ def render_montage(
                 rgb[m] = 0.4 * rgb[m] + 0.6 * np.array(colour[i])
         ax.imshow(_display_rgb(rgb), aspect=_aspect(ct), interpolation="nearest")
         z = float((ct.affine @ np.array([0, 0, k, 1.0]))[2])
-        ax.set_title(f"slice {k} (z {z:.0f} mm)", fontsize=8)
-    handles = [Patch(color=colour[i], label=seg.names[i]) for i in sorted(ids)][:24]
+        ax.set_title(f"スライス {k}（z {z:.0f} mm）", fontsize=8)
+    handles = [Patch(color=colour[i], label=name_ja(seg.names[i])) for i in sorted(ids)][:24]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=10)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, bbox_inches="tight")
-    plt.close(fig)  # type: ignore[attr-defined]
+    plt.close(fig)
     return out

@@ -17,20 +17,8 @@ from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle
 
-#: field-name suffix → (UCUM code, human unit). Longest suffix first.
-UNIT_SUFFIXES: tuple[tuple[str, str, str], ...] = (
-    ("_cm2_per_m2", "cm2/m2", "cm²/m²"),
-    ("_kg_m2", "kg/m2", "kg/m²"),
-    ("_cm2", "cm2", "cm²"),
-    ("_mm", "mm", "mm"),
-    ("_ml", "mL", "mL"),
-    ("_ms", "ms", "ms"),
-    ("_bpm", "/min", "/min"),
-    ("_hu", "[hnsf'U]", "HU"),
-    ("_percent", "%", "%"),
-    ("_kg", "kg", "kg"),
-    ("_cm", "cm", "cm"),
-)
+from dokuei.field_labels import unit_of
+
 UCUM = "http://unitsofmeasure.org"
 MEASUREMENT_SYSTEM = "urn:dokuei:measurement"
 GRADE_SYSTEM = "urn:dokuei:checkup-grade"
@@ -38,13 +26,6 @@ TOOL_SYSTEM = "urn:dokuei:tool"
 JP_CORE = "http://jpfhir.jp/fhir/core/StructureDefinition"
 PROFILE_REPORT = f"{JP_CORE}/JP_DiagnosticReport_Common|1.1.2"
 PROFILE_OBSERVATION = f"{JP_CORE}/JP_Observation_Common|1.1.2"
-
-
-def _unit_of(name: str) -> tuple[str, str] | None:
-    for suffix, ucum, human in UNIT_SUFFIXES:
-        if name.endswith(suffix):
-            return ucum, human
-    return None
 
 
 def measurements(output: dict[str, Any], prefix: str = "") -> list[tuple[str, float, str, str]]:
@@ -59,7 +40,7 @@ def measurements(output: dict[str, Any], prefix: str = "") -> list[tuple[str, fl
                 if isinstance(item, dict):
                     found.extend(measurements(item, f"{path}[{i}]"))
         elif isinstance(value, int | float) and not isinstance(value, bool):
-            unit = _unit_of(key)
+            unit = unit_of(key)
             if unit is not None:
                 found.append((path, float(value), *unit))
     return found

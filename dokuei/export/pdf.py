@@ -6,6 +6,7 @@ Image artifacts are drawn from their files; no file name or server path is print
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ from typing import Any
 from dokuei.export.errors import ExportError
 from dokuei.export.fhir import measurements
 from dokuei.export.text import DISCLAIMER_JA, without_paths
+from dokuei.field_labels import path_label_ja
 from dokuei.fonts import FONT_FAMILY, japanese_font_path
+from dokuei.tools.registry import tool_title_ja
 
 _PAGE_WIDTH_MM = 180.0
 
@@ -37,9 +40,11 @@ def turn_pdf(turn: dict[str, Any], out: Path, question: str = "") -> Path:
     if question:
         _section(pdf, "質問", question)
     _section(pdf, "回答（[n] は出典番号）", without_paths(str(turn.get("answer_ja", ""))))
-    rows = [(call["name"], path, f"{value:g}", unit) for call in turn.get("tool_calls", [])
+    rows = [(tool_title_ja(call["name"]), path_label_ja(call["output"], path), f"{value:g}", unit)
+            for call in turn.get("tool_calls", [])
             if call.get("status") == "ok" and isinstance(call.get("output"), dict)
-            for path, value, _, unit in measurements(call["output"])]
+            for path, value, _, unit in measurements(call["output"])
+            if not _absent_item(call["output"], path)]
     if rows:
         pdf.set_font(FONT_FAMILY, size=11)
         pdf.cell(0, 8, "計測値", new_x="LMARGIN", new_y="NEXT")
@@ -69,3 +74,16 @@ def _section(pdf: Any, title: str, body: str) -> None:
     pdf.cell(0, 8, title, new_x="LMARGIN", new_y="NEXT")
     pdf.set_font(FONT_FAMILY, size=9)
     pdf.multi_cell(0, 5, body, new_x="LMARGIN", new_y="NEXT")
+
+
+_ITEM_FIELD = re.compile(r"^(\w+)\[(\d+)\]\.\w+$")
+
+
+def _absent_item(output: dict[str, Any], path: str) -> bool:
+    """A structure the segmentation did not find (``present: false``): its zero volume is no measurement."""
+    match = _ITEM_FIELD.match(path)
+    items = output.get(match.group(1)) if match else None
+    if not (match and isinstance(items, list) and int(match.group(2)) < len(items)):
+        return False
+    item = items[int(match.group(2))]
+    return isinstance(item, dict) and item.get("present") is False

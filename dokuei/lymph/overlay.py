@@ -1,9 +1,8 @@
 """Overlays: each node on its measurement slice (soft-tissue window) with the long and short axis drawn.
 
 One PNG per study: a montage of up to 12 nodes (pathological first), each panel a 60 mm field around
-the node with its outline, the long axis (yellow) and the short axis (cyan). Labels inside the image
-are ASCII (a Japanese font is not guaranteed on a hospital server); the Japanese caption travels with
-the artifact.
+the node with its outline, the long axis (yellow) and the short axis (cyan). Labels are Japanese, drawn
+with the font the project installs (``dokuei.fonts``).
 """
 
 from __future__ import annotations
@@ -20,14 +19,13 @@ log = logging.getLogger(__name__)
 MAX_PANELS = 12
 FIELD_MM = 60.0
 WINDOW_HU = (-160.0, 240.0)  # W400 / L40
+RECIST_CLASS_JA = {"target": "標的", "non_target": "非標的", "normal": "正常"}
 
 
 def render_montage(result: StudyNodes, path: Path, title: str = "") -> Path:
-    import matplotlib
+    from dokuei.fonts import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     order = {"target": 0, "non_target": 1, "normal": 2}
     nodes = sorted(result.nodes, key=lambda n: (order[n.recist_class], -n.axes.short_axis_mm))[:MAX_PANELS]
     ct = result.study.ct
@@ -68,8 +66,8 @@ def render_montage(result: StudyNodes, path: Path, title: str = "") -> Path:
         ax.set_xlim(ext[1], ext[0])  # radiological convention: patient's right on the left
         ax.set_ylim(ext[2], ext[3])
         ax.set_title(
-            f"#{node.label} {node.recist_class}\nSA {node.axes.short_axis_mm:.1f} / "
-            f"LA {node.axes.long_axis_mm:.1f} mm  k={k}",
+            f"#{node.label} {RECIST_CLASS_JA[node.recist_class]}\n短径 {node.axes.short_axis_mm:.1f} / "
+            f"長径 {node.axes.long_axis_mm:.1f} mm  スライス {k}",
             fontsize=8,
         )
     if title:

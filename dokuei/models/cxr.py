@@ -188,12 +188,11 @@ def predict(
 
 
 def save_overlay(x: np.ndarray, saliency: np.ndarray, out: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from scipy.ndimage import gaussian_filter
 
+    from dokuei.fonts import pyplot
+
+    plt = pyplot()
     smooth = gaussian_filter(saliency, sigma=3)
     smooth = smooth / max(float(smooth.max()), 1e-12)
     fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
