@@ -34,6 +34,7 @@ import argparse
 import logging
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,8 @@ IU_MAP: dict[str, Callable[[str], bool]] = {
                                                                           "Lymphoma")),
     "abscess": lambda h: h == "Abscess",
 }
+#: as the tool retrieves them: k (5) + 3 nearest findings, near-duplicates of the drafted report then dropped
+EXEMPLARS_RETRIEVED = 8
 SYN_MAP = {"pneumothorax": "pneumothorax", "intracranial_hemorrhage": "hemorrhage",
            "suspected_malignancy": "low_attenuation"}
 
@@ -185,7 +188,7 @@ def bench_impression(n: int) -> None:
     t0 = time.perf_counter()
     for r in test:
         sims = (matrix @ vec.transform([r["findings"]]).T).toarray().ravel()
-        top = sims.argsort()[::-1][:5]
+        top = sims.argsort()[::-1][:EXEMPLARS_RETRIEVED]
         exemplars = [Exemplar(train[i]["report_id"], train[i]["findings"], train[i]["diagnosis"]) for i in top]
         for mode, ex in (("retrieval", exemplars), ("extractive", [])):
             draft = draft_impression(r["findings"], ex, r["report_id"]).text
@@ -220,14 +223,18 @@ def bench_impression_en(split_seed: int = 0) -> None:
         return re.findall(r"[a-z0-9]+", text.lower())
 
     totals = {"retrieval": [0.0, 0.0, 0.0], "extractive": [0.0, 0.0, 0.0]}
+    modes: Counter[str] = Counter()
     for r in test:
         sims = (matrix @ vec.transform([r["findings"]]).T).toarray().ravel()
-        top = sims.argsort()[::-1][:5]
+        top = sims.argsort()[::-1][:EXEMPLARS_RETRIEVED]
         exemplars = [Exemplar(train[i]["report_id"], train[i]["findings"], train[i]["diagnosis"]) for i in top]
         for mode, ex in (("retrieval", exemplars), ("extractive", [])):
-            draft = draft_impression(r["findings"], ex, r["report_id"]).text
-            for k, v in enumerate(_rouge(words(r["diagnosis"]), words(draft))):
+            drafted = draft_impression(r["findings"], ex, r["report_id"])
+            if ex:
+                modes[drafted.mode] += 1
+            for k, v in enumerate(_rouge(words(r["diagnosis"]), words(drafted.text))):
                 totals[mode][k] += v
+    _out(f"retrieval path by mode: {dict(modes)}")
     _out(f"impression, IU English: {len(train)} archive (dev half) / {len(test)} held-out, word-level ROUGE F1")
     for mode, (r1, r2, rl) in totals.items():
         _out(f"{mode:<11} ROUGE-1 {r1 / len(test):.3f}  ROUGE-2 {r2 / len(test):.3f}  ROUGE-L {rl / len(test):.3f}")

@@ -55,6 +55,41 @@ def test_extractive_without_exemplars_says_so() -> None:
     assert draft_impression("No pneumothorax. No effusion.").text == "No acute abnormality."
 
 
+NORMAL_EN = "The heart is normal in size. The lungs are clear. No pneumothorax or pleural effusion."
+
+
+def _normals(*impressions: str) -> list[Exemplar]:
+    return [Exemplar(f"IU-{i}", f"Heart size is normal. Lungs are clear bilaterally. No effusion. Study {i}.", imp)
+            for i, imp in enumerate(impressions)]
+
+
+def test_the_wording_the_exemplars_agree_on_is_adopted_and_cited() -> None:
+    """Two of three archived impressions read 「No acute cardiopulmonary abnormality.」: its mean ROUGE-L
+    against the other two is (1.0 + 0.0) / 2 = 0.5, the agreement floor; the odd one out scores 0."""
+    d = draft_impression(NORMAL_EN, _normals("No acute cardiopulmonary abnormality.", "No active disease.",
+                                             "No acute cardiopulmonary abnormality."))
+    assert d.mode == "consensus" and d.text == "No acute cardiopulmonary abnormality."
+    assert d.exemplars_used == ["IU-0"] and d.sentences[0].exemplar_id == "IU-0"
+    assert any("一致" in n for n in d.notes_ja)
+
+
+def test_agreed_wording_naming_a_finding_we_lack_is_not_adopted() -> None:
+    d = draft_impression(NORMAL_EN, _normals(*["Stable cardiomegaly. No acute disease."] * 3))
+    assert d.mode == "retrieval" and "cardiomegaly" not in d.text.lower()
+
+
+def test_an_agreed_normal_impression_never_stands_for_a_critical_finding() -> None:
+    d = draft_impression("Small right apical pneumothorax. The heart is normal in size.",
+                         _normals(*["No acute cardiopulmonary abnormality."] * 3))
+    assert d.mode != "consensus" and "pneumothorax" in d.text.lower()
+
+
+def test_exemplars_that_disagree_give_no_consensus() -> None:
+    d = draft_impression(NORMAL_EN, _normals("No active disease.", "Negative chest x-ray.",
+                                             "No acute cardiopulmonary abnormality."))
+    assert d.mode != "consensus"
+
+
 @pytest.fixture(scope="module")
 def archive_settings(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict[str, str]]:
     from dokuei.knowledge.archive import ReportArchive

@@ -50,7 +50,8 @@ class DraftLine(BaseModel):
 class DraftImpressionOutput(BaseModel):
     draft: str = Field(description="診断欄の下書き（読影医の確認が必要）")
     lines: list[DraftLine] = Field(description="文ごとの根拠")
-    mode: str = Field(description="retrieval: 類似レポートを用例に使用 / extractive: 所見の文だけから / "
+    mode: str = Field(description="consensus: 類似レポートの診断欄が一致し、その代表例を所見と照合して採用 / "
+                                  "retrieval: 類似レポートを用例に使用 / extractive: 所見の文だけから / "
                                   "llm: 類似レポートを文脈に LLM が下書き（所見と照合済み）")
     exemplars_used: list[str] = Field(description="言い回しを採用したレポート ID")
     exemplars_considered: list[str] = Field(description="用例候補にしたレポート ID（除外したものを除く）")
@@ -148,6 +149,6 @@ def _summary(out: DraftImpressionOutput) -> str:
         f"「{line.text}」（所見「{line.findings_sentence}」より"
         + (f"、レポート {line.exemplar_id} の言い回し" if line.exemplar_id else "") + "）"
         for line in out.lines)
-    head = {"retrieval": "診断欄の下書き: ", "llm": "診断欄の下書き（LLM、所見と照合済み）: "}.get(
+    head = {"retrieval": "診断欄の下書き: ", "consensus": "診断欄の下書き（類似レポートの書き方）: ", "llm": "診断欄の下書き（LLM、所見と照合済み）: "}.get(
         out.mode, "診断欄の下書き（所見からの抽出）: ")
     return head + lines + "。" + "".join(out.notes_ja) + "読影医が確認・修正してください。"

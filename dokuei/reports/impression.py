@@ -22,6 +22,7 @@ from dokuei.reports.text import ReportTextError, is_japanese, norm, split_senten
 NEAR_DUPLICATE_JACCARD = 0.9
 ADOPT_MIN_SIMILARITY = 0.5  # Dice of character bigrams, findings sentence vs exemplar findings sentence
 ADOPT_MIN_CONTAINMENT = 0.9  # share of the adopted phrase's letters (digits aside) found in our sentence
+CONSENSUS_MIN_AGREEMENT = 0.5  # mean ROUGE-L F1 of an exemplar impression against the other exemplars'
 
 _NEG_JA = re.compile(r"(認め(られ)?(ない|ません|ず)|指摘(でき|され)(ない|ません)|(?<!少)ない|なし|ありません|否定的"
                      r"|明らかでない)[。.]?$")
@@ -136,12 +137,93 @@ def _adapt(phrase: str, ex_sentence: str, sentence: str) -> str | None:
     return phrase
 
 
+def _tokens(text: str) -> list[str]:
+    """ROUGE's units: characters for Japanese, words for English."""
+    t = norm(text)
+    return [c for c in t if not c.isspace()] if is_japanese(t) else re.findall(r"[a-z0-9]+", t)
+
+
+def _lcs_f1(a: list[str], b: list[str]) -> float:
+    if not a or not b:
+        return 0.0
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return 2 * prev[-1] / (len(a) + len(b))
+
+
+def _content(text: str) -> set[str]:
+    """What a sentence says, for the support check: kanji/kana for Japanese, word stems for English."""
+    t = norm(text)
+    if is_japanese(t):
+        return {c for c in t if re.match(r"[\u3040-\u30ff\u4e00-\u9fff]", c)} - set("のはをがにでとやもへする")
+    return {w[:5] for w in re.findall(r"[a-z]+", t) if len(w) >= 4 and w not in _EN_STOP}
+
+
+_EN_STOP = frozenset({"with", "there", "this", "that", "which", "from", "have", "been", "were", "when", "than",
+                      "compared", "prior", "study", "exam", "examination", "since", "again", "also", "both",
+                      "likely", "probably", "possible", "consistent", "findings", "suggest", "suggests"})
+
+
+def _supported(impression: str, findings: str) -> bool:
+    """An exemplar's whole impression may stand for ours only when it says nothing our findings do not:
+    no category or number the findings lack (``unsupported_in_draft``); each positive sentence's content
+    ≥ ``ADOPT_MIN_CONTAINMENT`` in the findings; a negative one (「No acute abnormality」) only when the
+    findings assert no critical finding."""
+    if unsupported_in_draft(impression, findings):
+        return False
+    critical = any(c.status in ("present", "suspected") for c in detect(findings).categories)
+    ours = _content(findings)
+    for sentence in re.split(r"(?<=[。.])\s*|\n", impression):
+        if not sentence.strip():
+            continue
+        if is_negative(sentence):
+            if critical:
+                return False
+            continue
+        words = _content(sentence)
+        if words and len(words & ours) / len(words) < ADOPT_MIN_CONTAINMENT:
+            return False
+    return True
+
+
+def consensus(findings: str, usable: list[Exemplar]) -> tuple[Exemplar, float] | None:
+    """The exemplar impression the others agree with most (mean ROUGE-L F1 against the rest ≥
+    ``CONSENSUS_MIN_AGREEMENT``) among those ``_supported`` by our findings: the hospital's own wording
+    for this kind of findings. None when the exemplars disagree or none is supported."""
+    if len(usable) < 2:
+        return None
+    tokens = [_tokens(e.impression) for e in usable]
+    agreement = [sum(_lcs_f1(t, o) for j, o in enumerate(tokens) if j != i) / (len(tokens) - 1)
+                 for i, t in enumerate(tokens)]
+    for i in sorted(range(len(usable)), key=lambda i: -agreement[i]):
+        if agreement[i] < CONSENSUS_MIN_AGREEMENT:
+            return None
+        if _supported(usable[i].impression, findings):
+            return usable[i], agreement[i]
+    return None
+
+
 def draft_impression(findings: str, exemplars: list[Exemplar] | None = None,
                      report_id: str | None = None) -> Draft:
     findings_sentences = split_sentences(findings)
     if not findings_sentences:
         raise ReportTextError("所見の本文がありません。所見欄を貼り付けてください。", "empty findings")
     usable, dropped = usable_exemplars(exemplars or [], findings, report_id)
+    agreed = consensus(findings, usable)
+    if agreed is not None:
+        exemplar, score = agreed
+        lines = [p.strip() for p in re.split(r"(?<=[。.])\s*|\n", exemplar.impression) if p.strip()]
+        sentences = []
+        for line in lines:
+            at = max(range(len(findings_sentences)), key=lambda i: dice2(findings_sentences[i], line))
+            sentences.append(DraftSentence(line, findings_sentences[at], at, exemplar.report_id, line))
+        return Draft(sentences, [exemplar.report_id], dropped, "consensus",
+                     [f"類似レポート {len(usable)} 件の診断欄の書き方が一致しているため（一致度 {score:.2f}）、"
+                      f"最も代表的な用例 {exemplar.report_id} の診断欄を、所見と照合したうえで採用しました。"])
     pairs = [(ex.report_id, fs, ph) for ex in usable for fs, ph in _exemplar_pairs(ex)]
     japanese = is_japanese(findings)
     # the critical-finding rules catch negations the end-of-sentence rule misses (「気胸、胸水は認めない」)
