@@ -149,6 +149,7 @@ def _summary(out: DraftImpressionOutput) -> str:
         f"「{line.text}」（所見「{line.findings_sentence}」より"
         + (f"、レポート {line.exemplar_id} の言い回し" if line.exemplar_id else "") + "）"
         for line in out.lines)
-    head = {"retrieval": "診断欄の下書き: ", "consensus": "診断欄の下書き（類似レポートの書き方）: ", "llm": "診断欄の下書き（LLM、所見と照合済み）: "}.get(
+    head = {"retrieval": "診断欄の下書き: ", "consensus": "診断欄の下書き（類似レポートの書き方）: ",
+            "llm": "診断欄の下書き（LLM、所見と照合済み）: "}.get(
         out.mode, "診断欄の下書き（所見からの抽出）: ")
     return head + lines + "。" + "".join(out.notes_ja) + "読影医が確認・修正してください。"
