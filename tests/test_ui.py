@@ -40,8 +40,8 @@ def test_checkup_without_patient_fields_uses_the_sex_in_the_question(tmp_path: P
         text = answer if isinstance(answer, str) else "".join(part.get("text", "") for part in answer)
         assert "血色素量 12.5 g/dL: A 判定" in text and "[1]" in text
         assert "女性（質問文）" in banner
-        assert "judge\\_checkup" in sources  # tool names are escaped markdown, shown literally
-        assert trace["data"][0][:2] == ["judge_checkup", "完了"]
+        assert "健診判定" in sources and "judge" not in sources  # the tool's Japanese title, not its code name
+        assert trace["data"][0][:2] == ["健診判定", "完了"]
         assert json.loads(raw)[0]["input"]["sex"] == "F"
     finally:
         app.close()
@@ -197,10 +197,23 @@ def test_progress_rows_show_planned_tools_running_and_finished_ones_done() -> No
                                values={"plan": [{"name": "judge_checkup"}, {"name": "analyze_ecg"}],
                                        "results": [done]})
     agent = SimpleNamespace(graph=SimpleNamespace(get_state=lambda config: snapshot))
-    assert _progress_rows(agent, "t", before="c1") == [["analyze_ecg", "実行中", "", ""],
-                                                       ["judge_checkup", "完了", 0.12, ""]]
+    assert _progress_rows(agent, "t", before="c1") == [["心電図解析", "実行中", "", ""],
+                                                       ["健診判定", "完了", 0.12, ""]]
     # the checkpoint of the previous turn is not this turn's progress
     assert _progress_rows(agent, "t", before="c2") == [["（計画中）", "待機中", "", ""]]
+
+
+def test_tool_output_reads_as_japanese_labels_with_units_beside_the_values() -> None:
+    """The source table and the trace name fields as a clinician does; list items by their own names."""
+    from dokuei.ui.present import _key_values, output_rows
+
+    output = {"smi_cm2_per_m2": 34.63, "structures": [{"name": "liver", "name_ja": "肝臓", "volume_ml": 1500.0}],
+              "nodes": [{"label": 3, "short_axis_mm": 12.0}], "new_field_mm": 1.5}
+    rows = output_rows(output)
+    assert ["骨格筋指数（SMI）", "34.63 cm²/m²"] in rows
+    assert ["肝臓 体積", "1500 mL"] in rows and ["リンパ節 #3 短径", "12 mm"] in rows
+    assert ["new_field_mm", "1.5 mm"] in rows  # an unlabelled field is shown by its name, never hidden
+    assert _key_values(output) == "骨格筋指数（SMI）=34.63 cm²/m²、new_field_mm=1.5 mm"
 
 
 def _viewer_study(shape: tuple[int, int, int] = (40, 30, 5)) -> Any:

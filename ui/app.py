@@ -25,7 +25,8 @@ from dokuei import studies as st
 from dokuei.cancel import STOPPED_JA, TurnCancelled
 from dokuei.patient import resolve_patient
 from dokuei.settings import Settings
-from dokuei.ui import access, present, viewer
+from dokuei.tools.registry import tool_title_ja
+from dokuei.ui import access, present, slice_stack, viewer
 from dokuei.ui import stream as ui_stream
 from dokuei.ui.downloads import build_downloads
 from dokuei.ui.turns import TurnQueue
@@ -166,9 +167,9 @@ def _progress_rows(agent: Any, thread: str, before: str | None) -> list[list[Any
     for call in values.get("plan", []):
         result = done.get(call["name"])
         if result is None:
-            rows.append([call["name"], "実行中", "", ""])
-    rows += [[name, present.STATUS_JA.get(r.status.value, r.status.value), round(r.provenance.runtime_s, 2), ""]
-             for name, r in done.items()]
+            rows.append([tool_title_ja(call["name"]), "実行中", "", ""])
+    rows += [[tool_title_ja(name), present.STATUS_JA.get(r.status.value, r.status.value),
+              round(r.provenance.runtime_s, 2), ""] for name, r in done.items()]
     return rows or [["（計画中）", "実行中", "", ""]]
 
 
@@ -195,14 +196,15 @@ def _viewer_dir(session_id: str) -> Path:
     return Path(tempfile.gettempdir()) / "dokuei-viewer" / session_id
 
 
-def _frame_file(state: dict[str, Any], image: Any, keep: int = 6) -> str:
+def _frame_file(state: dict[str, Any], image: Any, index: int, keep: int = 6) -> str:
     """A rendered slice as a lossless PNG at zlib level 1: ~4x faster to encode than Gradio's default
-    (level 6 PNG, or lossy WebP), which dominated the scroll frame time. Old frames are pruned."""
+    (level 6 PNG, or lossy WebP). The name carries the slice (``-k<index>``) for the page's script
+    (ui/slice_stack.py). Old frames are pruned."""
     from PIL import Image
 
     folder = _viewer_dir(state["id"])
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = folder / f"{time.monotonic_ns()}.png"
+    path = folder / f"{time.monotonic_ns()}-k{index}.png"
     Image.fromarray(image).save(path, "PNG", compress_level=1)
     for old in sorted(folder.glob("*.png"))[:-keep]:
         old.unlink(missing_ok=True)
@@ -282,34 +284,51 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
         if other is not None:
             k = other.slice_at_z(shown.z_mm(view.index))
             beside = _frame_file(state, viewer.render_view(other, k, preset or "縦隔", keys, factor,
-                                                           state.get("zoom_centre")).image)
-        return _frame_file(state, view.image), beside
+                                                           state.get("zoom_centre")).image, view.index)
+        return _frame_file(state, view.image, view.index), beside
+
+    def restyle(study_id: str | None, compare_id: str | None, index: float, preset: str, zoom: str,
+                layers: list[str], state: dict[str, Any]) -> tuple[Any, ...]:
+        """A settings change: the shown slice at once, and the old stack dropped until the new one comes."""
+        return (*render(study_id, compare_id, index, preset, zoom, layers, state), slice_stack.EMPTY)
+
+    def stack(study_id: str | None, compare_id: str | None, preset: str, zoom: str, layers: list[str],
+              state: dict[str, Any]) -> Any:
+        """Every slice with the shown settings, for scrolling in the browser (ui/slice_stack.py)."""
+        shown = loaded_study(study_id, state)
+        if shown is None:
+            return slice_stack.EMPTY
+        keys = [viewer.LAYERS_JA[name] for name in layers or [] if name in viewer.LAYERS_JA]
+        other = loaded_study(compare_id, state) if compare_id and compare_id != study_id else None
+        factor = float(str(zoom or "1").rstrip("×倍"))
+        return slice_stack.build_stack(shown, preset or "縦隔", keys, factor, state.get("zoom_centre"), other)
 
     def open_ct(study_id: str | None, compare_id: str | None, preset: str, zoom: str, layers: list[str],
                 state: dict[str, Any]) -> tuple[Any, ...]:
         shown = loaded_study(study_id, state)
         if shown is None:
-            return gr.update(maximum=1, value=0), None, None
+            return gr.update(maximum=1, value=0), None, None, slice_stack.EMPTY
         request = state.pop("view_request", None) or (None, None, None)
         index = request[1] if request[0] == study_id and request[1] is not None else shown.n_slices // 2
         state["zoom_centre"] = None
         return (gr.update(minimum=0, maximum=max(shown.n_slices - 1, 1), value=index),
-                *render(study_id, compare_id, index, preset, zoom, layers, state))
+                *restyle(study_id, compare_id, index, preset, zoom, layers, state))
 
     def on_view_click(evt: gr.SelectData, mode: str, study_id: str | None, compare_id: str | None, index: float,
                       preset: str, zoom: str, layers: list[str], state: dict[str, Any]) -> tuple[Any, ...]:
         """Zoom mode: the click becomes the zoom centre. Node mode: the click seeds measure_lymph_nodes."""
         view: viewer.View | None = state.get("view")
         if view is None or evt.index is None:
-            return gr.update(), gr.update(), gr.update(), ""
+            return gr.update(), gr.update(), gr.update(), "", gr.update()
         x, y = int(evt.index[0]), int(evt.index[1])
         if mode == CLICK_MODES[1]:
             i, j, k = viewer.voxel_of_click(view, x, y)
             question_text = f"クリックした位置 ({i}, {j}, {k}) のリンパ節を計測して"
             note = f"計測する位置を質問欄に入れました（ボクセル {i}, {j}, {k}）。送信してください。"
-            return gr.update(), gr.update(), question_text, note
+            return gr.update(), gr.update(), question_text, note, gr.update()
         state["zoom_centre"] = (view.row0 + y, view.col0 + x)
-        return (*render(study_id, compare_id, index, preset, zoom, layers, state), gr.update(), "")
+        return (*render(study_id, compare_id, index, preset, zoom, layers, state), gr.update(), "",
+                slice_stack.EMPTY)
 
     def on_upload(files: list[str] | None, state: dict[str, Any]) -> tuple[Any, ...]:
         if not files:
@@ -458,7 +477,7 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
         empty_banner = resolve_patient("", {}).banner_markdown()
         return ([], fresh, empty_banner, "", [], "", [], "", None, "", "", "", [],
                 "新しいセッションを開始しました", study_choices(fresh), study_choices(fresh), ct_choices(fresh),
-                ct_choices(fresh), None, None, gr.update(choices=[], value=None), "", [], [])
+                ct_choices(fresh), None, None, gr.update(choices=[], value=None), "", [], [], slice_stack.EMPTY)
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         gr.Markdown(f"## {TITLE}\n院内でのみ動作します。回答の各記述には根拠の番号 [n] が付きます。")
@@ -533,6 +552,7 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
                                        buttons=["fullscreen"])
                     compare_view = gr.Image(label="比較", height=560, interactive=False, elem_id="compare-view",
                                             buttons=["fullscreen"])
+                ct_stack = slice_stack.stack_component()
             downloads = build_downloads(settings, agent)  # this turn's FHIR/PDF/text/SR/SEG (ui/downloads.py)
         from dokuei.ui.worklist import build_worklist_tab  # the reports helper's tab (ui/worklist.py)
 
@@ -548,13 +568,19 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
                   source_pick=source_pick)
         study_outputs = [study_table, upload_note, remove_pick, role_pick, ct_pick, compare_pick]
         view_settings = [preset, zoom, layers, state]
-        ct_pick.change(open_ct, [ct_pick, compare_pick, *view_settings], [slice_index, ct_view, compare_view])
+        stack_inputs = [ct_pick, compare_pick, *view_settings]
+        ct_pick.change(open_ct, stack_inputs, [slice_index, ct_view, compare_view, ct_stack]).then(
+            stack, stack_inputs, ct_stack)
         view_inputs = [ct_pick, compare_pick, slice_index, *view_settings]
+        # the page swaps preloaded frames while the slider moves; the server's lossless frame follows
         slice_index.change(render, view_inputs, [ct_view, compare_view], trigger_mode="always_last",
                            concurrency_limit=None)
         for control in (compare_pick, preset, zoom, layers):
-            control.change(render, view_inputs, [ct_view, compare_view])
-        ct_view.select(on_view_click, [click_mode, *view_inputs], [ct_view, compare_view, question, click_note])
+            control.change(restyle, view_inputs, [ct_view, compare_view, ct_stack]).then(stack, stack_inputs, ct_stack)
+        ct_view.select(on_view_click, [click_mode, *view_inputs],
+                       [ct_view, compare_view, question, click_note, ct_stack]).then(
+            lambda mode, *rest: stack(*rest) if mode != CLICK_MODES[1] else gr.update(),
+            [click_mode, *stack_inputs], ct_stack)
         source_pick.change(open_source, [source_pick, state], [source_text, source_table, source_images])
         for picker in (files, folder):
             picker.upload(on_upload, [picker, state], [picker, state, *study_outputs])
@@ -572,7 +598,7 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
         stop.click(stop_turn, [state], None)
         reset_outputs = [chat, state, patient_banner, sources, trace, raw, gallery, age, sex, height, weight,
                          question, study_table, upload_note, remove_pick, role_pick, ct_pick, compare_pick,
-                         ct_view, compare_view, source_pick, source_text, source_table, source_images]
+                         ct_view, compare_view, source_pick, source_text, source_table, source_images, ct_stack]
         clear.click(new_session, [state], reset_outputs, cancels=[ask_send, ask_submit])
         chat.clear(new_session, [state], reset_outputs, cancels=[ask_send, ask_submit])
         chat.change(downloads.refresh, [state, chat], downloads.files)

@@ -15,6 +15,7 @@ only in the queue test. Screenshots of failures go to the test's tmp folder.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import zipfile
@@ -58,7 +59,10 @@ def _shown_image(page: Any, elem_id: str) -> np.ndarray:
     page.locator(f"#{elem_id}").scroll_into_view_if_needed()  # the viewer is below the fold; its img is lazy
     img = page.locator(f"#{elem_id} img").first
     img.wait_for(timeout=60_000)
-    response = page.request.get(img.get_attribute("src"))
+    src = img.get_attribute("src") or ""
+    if src.startswith("data:"):  # a preview frame of the browser-side stack (ui/slice_stack.py)
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB"))
+    response = page.request.get(src)
     assert response.ok, response.status
     return np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
 
@@ -98,11 +102,26 @@ def test_zipped_ct_study_gives_the_cli_smi_and_opens_the_l3_overlay(
     reddish = (pixels[..., 0] > 150) & (pixels[..., 1] < 120) & (pixels[..., 2] < 120)
     assert reddish.sum() > 500, "no muscle overlay on the L3 slice"
     # [1] opens the tool output as a table with the same SMI
+    # scrolling: the stack reaches the page, a key step swaps in its preview at once, and the server's
+    # lossless frame of the same slice follows (ui/slice_stack.py); preview and frame agree within JPEG error
+    n_slices = int(page.locator("#ct-slice input[type=number]").get_attribute("max") or 0) + 1
+    page.wait_for_function(f"() => document.querySelector('#ct-stack [data-slices]')?.dataset.slices == '{n_slices}'",
+                           timeout=120_000)
+    page.locator("#ct-slice input[type=range]").focus()
+    page.keyboard.press("ArrowUp")
+    assert _slider_value(page) == L3_SLICE + 1
+    src = page.locator("#ct-view img").first.get_attribute("src") or ""
+    assert src.startswith("data:image/jpeg"), src[:60]  # shown without waiting for the server
+    preview = _shown_image(page, "ct-view").astype(int)
+    page.wait_for_function(f"() => /-k{L3_SLICE + 1}\\.png/.test(document.querySelector('#ct-view img')?.src || '')",
+                           timeout=60_000)
+    lossless = _shown_image(page, "ct-view").astype(int)
+    assert preview.shape == lossless.shape and np.abs(preview - lossless).mean() < 3.0
     choose(page, "source-pick", "[1]")
-    page.wait_for_function("() => (document.querySelector('#source-table')?.innerText || '').includes('smi_cm2')",
+    page.wait_for_function("() => (document.querySelector('#source-table')?.innerText || '').includes('骨格筋指数')",
                            timeout=30_000)
     table = page.locator("#source-table").inner_text()
-    assert "smi_cm2_per_m2" in table and "34.63" in table
+    assert "骨格筋指数（SMI）" in table and "34.63 cm²/m²" in table  # labelled in Japanese, unit beside
     page.locator("#source-images img").first.wait_for(state="attached", timeout=30_000)  # and its overlay
     # turning the muscle/fat layer off leaves a grey slice (the overlay is the layer, not burned in)
     page.locator("#ct-layers").get_by_text("筋・脂肪（L3）").click()
