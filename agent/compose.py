@@ -197,4 +197,12 @@ def llm_messages(question: str, sources: list[Source], patient_ja: str) -> list[
 
 
 def with_sources(answer_body: str, sources: list[Source]) -> str:
-    return answer_body.strip() + ("\n\n" + source_list(sources) if sources else "")
+    """The body and the system's source list. Lines of the body that are exact copies of that list's own
+    lines (a model that writes 「出典:」「[1] 健診判定（v1.1.0）（実行済み）」 despite the prompt) are dropped:
+    they carry nothing the system did not write, and their version numbers are not claims. Any other
+    line, a look-alike source line included, stays and is verified."""
+    if not sources:
+        return answer_body.strip()
+    system_lines = set(source_list(sources).splitlines())
+    body = "\n".join(line for line in answer_body.strip().splitlines() if line.strip() not in system_lines)
+    return body.strip() + "\n\n" + source_list(sources)

@@ -106,6 +106,16 @@ def _terms() -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 @cache
+def _equivalents() -> dict[str, frozenset[str]]:
+    """term → the terms that state exactly the same thing (``finding_terms_ja.json`` "equivalents")."""
+    out: dict[str, frozenset[str]] = {}
+    for group in load_json("finding_terms_ja.json").get("equivalents", []):
+        for term in group:
+            out[term] = frozenset(group)
+    return out
+
+
+@cache
 def _simplified_only() -> frozenset[str]:
     return frozenset(load_json("simplified_only_hanzi.json")["chars"])
 
@@ -388,8 +398,10 @@ def _check_sentence(sentence: str, evidence: Evidence) -> list[str]:
         issues.append(f"判定を否定する記述は出典で裏付けられません: 「{short}」")
     unsupported, flipped = [], []
     for term, stated in _polarities(sentence).items():
-        backed = evidence.polarity.get(term)
-        if backed is None and term.casefold() not in evidence.text.casefold():
+        same = _equivalents().get(term, frozenset({term}))
+        polarities = [evidence.polarity[t] for t in same if t in evidence.polarity]
+        backed = set().union(*polarities) if polarities else None
+        if backed is None and not any(t.casefold() in evidence.text.casefold() for t in same):
             unsupported.append(term)
         elif backed is not None and not (stated & backed):
             flipped.append(term)

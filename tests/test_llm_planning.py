@@ -9,6 +9,7 @@ built from the real registry and converted to a llama.cpp grammar by xllamacpp i
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from dokuei.agent.llm import (
     ChatReply,
     LlamaCppBackend,
     ScriptedBackend,
+    busy_cores,
     default_threads,
     parse_plan,
     plan_schema,
@@ -212,11 +214,19 @@ def test_default_threads_follow_the_override_and_stay_at_least_one(monkeypatch: 
     monkeypatch.setenv("DOKUEI_LLM_THREADS", "3")
     assert default_threads() == 3
     monkeypatch.delenv("DOKUEI_LLM_THREADS")
-    monkeypatch.setattr("os.getloadavg", lambda: (64.0, 0.0, 0.0))  # far more load than cores
+    monkeypatch.setattr("dokuei.agent.llm.busy_cores", lambda: 64.0)  # far more load than cores
     assert default_threads() == 1
-    monkeypatch.setattr("os.getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr("dokuei.agent.llm.busy_cores", lambda: 0.0)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
     assert default_threads() == 4
+    monkeypatch.setattr("dokuei.agent.llm.busy_cores", lambda: 1.4)  # one core and a bit in use: 3 left
+    assert default_threads() == 3
+
+
+def test_busy_cores_reads_the_cpu_time_not_the_load_average() -> None:
+    """Two samples of /proc/stat: a value between 0 and the core count (the idle test machine reads < 1)."""
+    busy = busy_cores(0.05)
+    assert 0.0 <= busy <= (os.cpu_count() or 1) + 1e-9
 
 
 def _planning_agent(settings: Settings, replies: list[ChatReply]) -> Any:

@@ -28,6 +28,29 @@ def test_supported_answer_passes() -> None:
     assert report.ok and report.checked_sentences == 1
 
 
+def test_a_copied_source_list_is_dropped_but_a_look_alike_line_is_checked() -> None:
+    """The 1.5B model copies 「出典: [1] 健診判定（v1.1.0）（実行済み）」 into its answer (live run 12-04); the
+    version 1.1 then read as an unsupported number. An exact copy of a system line says nothing new."""
+    from dokuei.agent.compose import source_list, with_sources
+
+    result = _result("HbA1c 6.8 %: D 判定", {"value": 6.8}, tool="judge_checkup")
+    result.citations[0].label_ja = "健診判定（v1.1.0）"
+    sources = _sources(result)
+    body = "HbA1c 6.8 % は D 判定です [1]。\n\n" + source_list(sources)
+    answer = with_sources(body, sources)
+    assert answer.count("出典:") == 1 and verify_answer(answer, sources).ok
+    forged = with_sources("HbA1c 6.8 % は D 判定です [1]。\n[1] 健診判定（v9.9）敗血症あり", sources)
+    assert "v9.9" in forged and not verify_answer(forged, sources).ok
+
+
+def test_an_exact_equivalent_backs_a_term_but_a_related_one_does_not() -> None:
+    """「要受診」 is the D grade's 「受診勧奨」 in other words (finding_terms_ja.json "equivalents"); the
+    1.5B model's cited 「要受診です [1]。」 was rejected for it (live run 12-04). 要治療 is no equivalent."""
+    sources = _sources(_result("総合判定 D（要医療・要精密検査）: 医療機関を受診してください（受診勧奨）", {}))
+    assert verify_answer("要受診です [1]。", sources).ok
+    assert not verify_answer("要治療です [1]。", sources).ok
+
+
 def test_invented_number_fails() -> None:
     sources = _sources(_result("SMI 35.1", {"smi_cm2_per_m2": 35.1}))
     report = verify_answer("SMI は 36.0 cm2/m2 です [1]。", sources)
