@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dokuei import cancel
 from dokuei.agent import prompts
 from dokuei.settings import Settings
 
@@ -375,7 +376,7 @@ class LlamaCppBackend(ChatBackend):
         if tools and json_schema is None:  # this model writes tool calls as text: plan under a grammar instead
             plan = plan_with_llm(self, messages, tools)
             return ChatReply(text="" if plan.error is None else plan.raw, tool_calls=plan.calls)
-        reply = self.server.handle_chat_completions(self._body(messages, json_schema, stream=False))
+        reply = self._complete(self._body(messages, json_schema, stream=False))
         if not isinstance(reply, dict) or "choices" not in reply:
             raise RuntimeError(f"llama.cpp returned an error: {reply!r}"[:500])
         self.last_usage = {"usage": reply.get("usage", {}), "timings": reply.get("timings", {})}
@@ -385,16 +386,45 @@ class LlamaCppBackend(ChatBackend):
         remaining, calls = parse_tool_calls(text)
         return ChatReply(text=remaining, tool_calls=calls)
 
+    def _complete(self, body: dict[str, Any]) -> Any:
+        """One completion. In a turn that can be stopped (``dokuei.cancel``) it is decoded as a stream, so
+        停止 ends llama.cpp between tokens (a callback that returns True stops it) rather than after the
+        whole reply; the pieces are then joined into the reply's usual shape."""
+        event = cancel.current()
+        if event is None:
+            return self.server.handle_chat_completions(body)
+        pieces: list[str] = []
+        last: dict[str, Any] = {}
+
+        def on_chunk(chunk: Any) -> bool:
+            for item in chunk if isinstance(chunk, list) else [chunk]:
+                if isinstance(item, str):
+                    item = json.loads(item) if item.strip() else {}
+                if isinstance(item, dict) and item:
+                    last.clear()
+                    last.update(item)
+                pieces.append(_chunk_text(item))
+            return event.is_set()
+
+        self.server.handle_chat_completions({**body, "stream": True}, on_chunk)
+        cancel.check()
+        if "choices" not in last:  # an error object instead of chunks: the caller reports it
+            return last
+        return {"choices": [{"message": {"role": "assistant", "content": "".join(pieces)}}],
+                "usage": last.get("usage", {}), "timings": last.get("timings", {})}
+
     def stream(self, messages: list[Message]) -> Iterator[str]:
-        """Yield the answer piece by piece while llama.cpp decodes it (on a worker thread)."""
+        """Yield the answer piece by piece while llama.cpp decodes it (on a worker thread); 停止 ends it."""
         pieces: queue.Queue[object] = queue.Queue()
         done = object()
         failure: list[BaseException] = []
+        event = cancel.current()  # the worker thread has no turn context: take the event along
 
-        def on_chunk(chunk: Any) -> None:
+        def on_chunk(chunk: Any) -> bool:
             text = _chunk_text(chunk)
             if text:
                 pieces.put(text)
+            return event is not None and event.is_set()
 
         def work() -> None:
             try:
@@ -406,7 +436,9 @@ class LlamaCppBackend(ChatBackend):
 
         threading.Thread(target=work, daemon=True, name="llamacpp-stream").start()
         while (item := pieces.get()) is not done:
+            cancel.check()
             yield str(item)
+        cancel.check()
         if failure:
             raise RuntimeError("llama.cpp streaming failed") from failure[0]
 

@@ -192,6 +192,41 @@ def test_llamacpp_stream_yields_pieces_in_order_from_single_and_listed_chunks() 
     assert server.bodies[0]["stream"] is True
 
 
+def test_stop_ends_llamacpp_decoding_between_tokens() -> None:
+    """停止 during a completion: the callback returns True at the next token (llama.cpp then stops, as
+    xllamacpp's own test shows), and the turn ends as TurnCancelled instead of waiting for the reply."""
+    import threading
+
+    from dokuei import cancel
+
+    class Decoding(ScriptedLlamaServer):
+        """Streams 100 tokens; the user presses 停止 after the 3rd."""
+
+        def handle_chat_completions(self, body: dict[str, Any], callback: Any = None) -> None:
+            self.bodies.append(body)
+            for i in range(100):
+                if i == 3:
+                    stop.set()
+                if callback({"choices": [{"delta": {"content": f"t{i} "}}]}):
+                    self.sent = i + 1
+                    return
+
+    stop = threading.Event()
+    server = Decoding([])
+    with cancel.cancellable(stop), pytest.raises(cancel.TurnCancelled):
+        LlamaCppBackend(server=server).chat([{"role": "user", "content": "q"}])
+    assert server.bodies[0]["stream"] is True and server.sent == 4  # stopped at the token after 停止
+    stop.clear()
+    server = Decoding([])
+    with cancel.cancellable(stop), pytest.raises(cancel.TurnCancelled):
+        list(LlamaCppBackend(server=server).stream([{"role": "user", "content": "q"}]))
+    assert server.sent == 4
+    # outside a stoppable turn the reply is one plain completion, as before
+    plain = ScriptedLlamaServer(["HbA1c 6.8% [1]"])
+    assert LlamaCppBackend(server=plain).chat([{"role": "user", "content": "q"}]).text == "HbA1c 6.8% [1]"
+    assert plain.bodies[0]["stream"] is False
+
+
 def test_llamacpp_stream_raises_what_the_server_raised() -> None:
     class Failing(ScriptedLlamaServer):
         def handle_chat_completions(self, body: dict[str, Any], callback: Any = None) -> None:
