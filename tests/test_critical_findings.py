@@ -142,6 +142,35 @@ def test_tool_result_and_registry(settings: Settings) -> None:
     assert bad.status is ToolStatus.FAILED and "所見" in bad.summary_ja
 
 
+def test_llm_judge_reads_findings_and_department_and_never_removes_a_flag(settings: Settings) -> None:
+    """With an LLM registered the tool asks it about each flagged category (所見 + 依頼科 + the evidence).
+    「なし」 keeps the flag at half the score (recall first); 「疑い」 caps a present at the suspected score."""
+    from dokuei import llm_hook
+
+    asked: list[str] = []
+
+    def judge(messages: list[dict[str, str]]) -> str:
+        asked.append(messages[-1]["content"])
+        return "なし" if "気胸" in messages[-1]["content"].split("重大所見:")[1] else "疑い"
+
+    report = "右気胸を認めます。右肺上葉に腫瘤を認めます。"
+    rules = {f["category"]: f for f in DetectCriticalFindings(settings)({"findings": report}).output["findings"]}
+    llm_hook.register("scripted", judge)
+    try:
+        res = DetectCriticalFindings(settings)({"findings": report, "department": "呼吸器内科"})
+    finally:
+        llm_hook.register("scripted", None)
+    out = res.output
+    by_id = {f["category"]: f for f in out["findings"]}
+    scores = load_categories()[1]
+    assert out["method"] == "rules+scripted" and len(asked) == 2 and all("依頼科: 呼吸器内科" in a for a in asked)
+    assert by_id["pneumothorax"]["flagged"] and by_id["pneumothorax"]["judge_status"] == "absent"
+    assert by_id["pneumothorax"]["score"] == pytest.approx(rules["pneumothorax"]["score"] / 2)
+    malignancy = next(f for f in out["findings"] if f["category"] != "pneumothorax")
+    assert malignancy["judge_status"] == "suspected" and malignancy["score"] == pytest.approx(scores["suspected"])
+    assert "LLM 判定はなし" in res.summary_ja and out["n_flagged"] == 2
+
+
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from dokuei.agent.graph import Agent

@@ -13,11 +13,14 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, Field
 
 from dokuei.reports.critical import Detection, detect
+from dokuei.reports.llm_judge import LlmJudge
 from dokuei.reports.text import ReportTextError
 from dokuei.tools.base import Citation, Outcome, Requirements, Tool, ToolInputError
 from dokuei.tools.context import ToolContext
 
 _STATUS_JA = {"present": "あり", "suspected": "疑い", "unchanged_known": "既知・著変なし", "negated": "否定"}
+_JUDGE_JA = {"present": "、LLM 判定もあり", "suspected": "、LLM 判定は疑い",
+             "absent": "、LLM 判定はなし（規則の判定を残す）"}
 _SECTION_JA = {"findings": "所見", "impression": "診断", "history": "既往歴", "indication": "依頼・臨床情報",
                "clinical_diagnosis": "臨床診断", "department": "依頼科", "comparison": "比較"}
 #: a report pasted into the question starts at its first heading (所見: / 【所見】 / FINDINGS:)
@@ -48,6 +51,8 @@ class CategoryFinding(BaseModel):
     cue: str = Field(description="判定の手がかりとなった語（否定・疑い・経時変化）")
     section: str = Field(description="根拠の文がある欄（findings / impression）")
     source: str = Field(description="カテゴリの出典 ID")
+    judge_status: str | None = Field(default=None, description="LLM 判定（present / suspected / absent）。"
+                                     "LLM が設定されているときのみ。規則の要確認は取り消さない")
 
 
 class ContextMention(BaseModel):
@@ -74,7 +79,8 @@ def output_from(det: Detection) -> DetectCriticalFindingsOutput:
         findings=[CategoryFinding(
             category=c.category.id, name_ja=c.category.name_ja, status=c.status, status_ja=_STATUS_JA[c.status],
             flagged=c.flagged, score=c.score, evidence=c.evidence.sentence, term=c.evidence.term,
-            cue=c.evidence.cue, section=c.evidence.section, source=c.category.source) for c in det.categories],
+            cue=c.evidence.cue, section=c.evidence.section, source=c.category.source,
+            judge_status=c.judge_status) for c in det.categories],
         context_mentions=[ContextMention(category=m.category, section=m.section, sentence=m.sentence)
                           for m in det.context_mentions],
     )
@@ -109,7 +115,7 @@ class DetectCriticalFindings(Tool[DetectCriticalFindingsInput]):
     def run(self, inp: DetectCriticalFindingsInput) -> Outcome:
         try:
             det = detect(inp.findings, inp.impression, inp.history, clinical_diagnosis=inp.clinical_diagnosis,
-                         department=inp.department)
+                         department=inp.department, judge=_configured_judge())
         except ReportTextError as exc:
             raise ToolInputError(exc.message_ja, str(exc)) from exc
         out = output_from(det)
@@ -130,6 +136,14 @@ class DetectCriticalFindings(Tool[DetectCriticalFindingsInput]):
         return DetectCriticalFindingsInput(findings=text[:20000])
 
 
+def _configured_judge() -> LlmJudge | None:
+    """The LLM judge when the agent registered a real LLM (``dokuei.llm_hook``), else rules alone."""
+    from dokuei import llm_hook
+
+    registered = llm_hook.current()
+    return LlmJudge(registered.name, registered.generate) if registered is not None else None
+
+
 def _sources() -> list[dict[str, str]]:
     from dokuei.knowledge import load_json
 
@@ -141,9 +155,12 @@ def _summary(out: DetectCriticalFindingsOutput) -> str:
     parts = []
     if flagged:
         parts.append("重大所見の可能性: " + "、".join(
-            f"{f.name_ja}（{f.status_ja}、根拠「{f.evidence}」）" for f in flagged) + "。")
+            f"{f.name_ja}（{f.status_ja}、根拠「{f.evidence}」{_JUDGE_JA.get(f.judge_status or '', '')}）"
+            for f in flagged) + "。")
     else:
         parts.append("重大所見カテゴリに該当する所見は検出されませんでした（規則による判定）。")
+    if out.method != "rules":
+        parts.append(f"判定方法: {out.method}（LLM は規則の要確認を取り消しません）。")
     rest = [f for f in out.findings if not f.flagged]
     if rest:
         parts.append("判定対象外: " + "、".join(f"{f.name_ja}（{f.status_ja}、「{f.evidence}」）" for f in rest) + "。")

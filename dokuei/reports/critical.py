@@ -96,6 +96,8 @@ class CategoryResult:
     score: float
     evidence: Mention
     mentions: list[Mention]
+    #: a judge's own reading of this category ("present" / "suspected" / "absent"), None without a judge
+    judge_status: str | None = None
 
     @property
     def flagged(self) -> bool:
