@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dokuei.atomic import atomic_file
+
 log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
@@ -175,11 +177,8 @@ def _write_head(audit_dir: Path, file_name: str, record: dict[str, Any], hmac_ke
     head: dict[str, Any] = {"file": file_name, "seq": record["seq"], "sha256": record["sha256"]}
     if hmac_key:
         head["hmac"] = _mac(hmac_key, f"{file_name}:{record['seq']}:{record['sha256']}")
-    tmp = audit_dir / f".{HEAD_NAME}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(json.dumps(head))
-    os.replace(tmp, audit_dir / HEAD_NAME)
+    with atomic_file(audit_dir / HEAD_NAME, mode=0o600) as out:
+        out.write(json.dumps(head).encode("utf-8"))
 
 
 def _check_file(path: Path, prev: str, hmac_key: str | None) -> tuple[list[Problem], dict[str, Any] | None]:

@@ -21,6 +21,7 @@ import numpy as np
 
 from dokuei.agent.attachments import unreadable_reason_ja
 from dokuei.agent.state import ToolCallStep
+from dokuei.atomic import atomic_file
 from dokuei.tools.base import Tool
 from dokuei.tools.context import ToolContext
 
@@ -98,10 +99,8 @@ class SemanticRouter:
             return
         try:
             self._cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._cache_file.with_suffix(".tmp.npz")
-            with tmp.open("wb") as fh:
+            with atomic_file(self._cache_file) as fh:
                 np.savez(fh, *[], **vectors)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
-            tmp.replace(self._cache_file)
         except OSError:
             log.debug("cannot write router vector cache %s", self._cache_file)
 

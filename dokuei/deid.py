@@ -36,6 +36,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from dokuei.atomic import atomic_file
+
 log = logging.getLogger(__name__)
 
 PROFILE_CSV = Path(__file__).with_name("deid_basic_profile.csv")
@@ -258,8 +260,6 @@ def deidentify_file(path: Path, key: str, out: Path | None = None) -> Path:
     ds = pydicom.dcmread(str(path))
     deidentify(ds, key)
     target = out or path
-    tmp = target.with_name(target.name + ".deid-tmp")
-    ds.save_as(str(tmp), enforce_file_format=False)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, target)
+    with atomic_file(target, mode=0o600) as fh:
+        ds.save_as(fh, enforce_file_format=False)
     return target

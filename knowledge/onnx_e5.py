@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from dokuei.atomic import atomic_file
+
 log = logging.getLogger(__name__)
 
 #: bumped when the graph or the quantisation recipe changes (the cached graph is then rebuilt)
@@ -258,9 +260,8 @@ def _copy(model_path: Path, out_dir: Path) -> Path:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for p in (model_path, model_path.with_suffix(".json")):
-        tmp = out_dir / f".tmp-{os.getpid()}-{p.name}"
-        shutil.copyfile(p, tmp)
-        tmp.replace(out_dir / p.name)
+        with atomic_file(out_dir / p.name) as fh, p.open("rb") as src:
+            shutil.copyfileobj(src, fh)
     return out_dir / model_path.name
 
 

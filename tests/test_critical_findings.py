@@ -154,13 +154,16 @@ def test_llm_judge_reads_findings_and_department_and_never_removes_a_flag(settin
         return "なし" if "気胸" in messages[-1]["content"].split("重大所見:")[1] else "疑い"
 
     report = "右気胸を認めます。右肺上葉に腫瘤を認めます。"
-    rules = {f["category"]: f for f in DetectCriticalFindings(settings)({"findings": report}).output["findings"]}
+    plain = DetectCriticalFindings(settings)({"findings": report}).output
+    assert plain is not None
+    rules = {f["category"]: f for f in plain["findings"]}
     llm_hook.register("scripted", judge)
     try:
         res = DetectCriticalFindings(settings)({"findings": report, "department": "呼吸器内科"})
     finally:
         llm_hook.register("scripted", None)
     out = res.output
+    assert out is not None
     by_id = {f["category"]: f for f in out["findings"]}
     scores = load_categories()[1]
     assert out["method"] == "rules+scripted" and len(asked) == 2 and all("依頼科: 呼吸器内科" in a for a in asked)
