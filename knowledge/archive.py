@@ -38,6 +38,9 @@ COLLECTION = "dokuei-reports"
 RRF_K = 60
 #: bumped when the saved lexical index or filter columns change shape (forces a rebuild)
 LEXICAL_FORMAT = 2
+#: while a build runs, a searcher rebuilds its in-memory BM25 at most this often (or every ten of its own
+#: build times, if longer): a 1M-report archive takes ~30 s to rebuild, once per search otherwise
+LEXICAL_REFRESH_S = 5.0
 OVERSAMPLE = 5
 DENSE_EXPANSIONS = 4
 #: an import's first batch (then doubling to ``batch_size``): the first reports are searchable in seconds
@@ -130,6 +133,8 @@ class ReportArchive:
         self._lexical: BM25Index | None = None
         self._filters: FilterColumns | None = None
         self._lexical_gen = -1
+        self._lexical_at = 0.0  # time.monotonic() of the last in-memory build
+        self._lexical_build_s = 0.0
         self.salt = patient_salt(self.settings)
         self._check_salt()
 
@@ -293,10 +298,14 @@ class ReportArchive:
         gen = self.store.generation
         if not rebuild and self._lexical is not None and self._lexical_gen == gen:
             return self._lexical
+        if (not rebuild and self._lexical is not None and _build_running(self.root)
+                and time.monotonic() - self._lexical_at < max(LEXICAL_REFRESH_S, 10 * self._lexical_build_s)):
+            return self._lexical  # a build is adding batches: the dense search sees them at once
         saved_gen = self.store.get_meta(f"bm25_{self.tokenizer}_generation")
         if not rebuild and saved_gen == f"{gen}/{LEXICAL_FORMAT}" and path.with_suffix(".npz").exists():
             self._lexical = BM25Index.load(path)
             self._filters = FilterColumns.load(self.root / "filters.npz")
+            self._lexical_at = time.monotonic()
         else:
             t0 = time.perf_counter()
             rows, texts, cols = [], [], []
@@ -312,12 +321,10 @@ class ReportArchive:
                 self._lexical.save(path)
                 self._filters.save(self.root / "filters.npz")
                 self.store.set_meta(f"bm25_{self.tokenizer}_generation", f"{gen}/{LEXICAL_FORMAT}")
-            log.info(
-                "lexical index (%s) over %d chunks built in %.1f s",
-                self.tokenizer,
-                len(rows),
-                time.perf_counter() - t0,
-            )
+            self._lexical_build_s = time.perf_counter() - t0
+            self._lexical_at = time.monotonic()
+            log.info("lexical index (%s) over %d chunks built in %.1f s", self.tokenizer, len(rows),
+                     self._lexical_build_s)
         self._lexical_gen = gen
         return self._lexical
 

@@ -102,3 +102,25 @@ def test_search_during_a_background_build_answers_from_what_is_stored(tmp_path: 
     assert after.output["n_reports_indexed"] == 60
     assert after.output["index_build_ja"] is None and "作成中" not in after.summary_ja
     assert {h["report_id"] for h in after.output["hits"]} - {r.report_id for r in records[:20]}
+
+
+def test_during_a_build_a_searcher_refreshes_its_bm25_at_most_every_few_seconds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 1M reports a BM25 rebuild takes ~30 s: during a build it is redone at most every
+    LEXICAL_REFRESH_S (or ten build times), not on every search; after the build, on the next search."""
+    import dokuei.knowledge.archive as archive_module
+
+    settings = Settings.load(home=tmp_path)
+    archive = ReportArchive(settings)
+    parsed = (parse_row(i, row, archive.salt, "iu-openi", "en", False) for i, row in iter_rows(limit=30))
+    records = [r for r in parsed if isinstance(r, ReportRecord)][:20]
+    archive.upsert(records[:10], progress=False)
+    monkeypatch.setattr(archive_module, "_build_running", lambda root: True)
+    searcher = ReportArchive(settings)  # another tool's archive, as the agent's search_reports holds one
+    first = searcher.lexical()
+    archive.upsert(records[10:], progress=False)
+    assert searcher.lexical() is first  # within the refresh interval: the same in-memory index
+    monkeypatch.setattr(archive_module, "LEXICAL_REFRESH_S", 0.0)
+    monkeypatch.setattr(searcher, "_lexical_build_s", 0.0)
+    refreshed = searcher.lexical()
+    assert refreshed is not first and len(refreshed.rows) > len(first.rows)
