@@ -172,10 +172,13 @@ def _folder_kind(path: Path) -> tuple[AttachmentKind, str]:
         files = _folder_files(path)
     except ToolInputError:
         return "unknown", f"ファイルが多すぎるフォルダです（{dicom.MAX_STUDY_FILES:,} 個超）"
+    # masks under segmentations/ are NIfTI too: only an image NIfTI makes this a NIfTI study
+    masks = [f for f in files if "segmentations" in f.relative_to(path).parts[:-1]]
     for f in files:
-        if f.name.lower().endswith((".nii", ".nii.gz")):
+        if f.name.lower().endswith((".nii", ".nii.gz")) and f not in masks:
             return "ct_series", f"NIfTI study folder ({f.name})"
-    for f in files[:50]:
+    with_masks = " + segmentations/" if masks else ""
+    for f in [f for f in files if f not in masks][:50]:
         try:
             with f.open("rb") as fh:
                 head = fh.read(132)
@@ -183,7 +186,7 @@ def _folder_kind(path: Path) -> tuple[AttachmentKind, str]:
             continue
         if _is_dicom(head):
             kind, detail = _dicom_kind(f, check_pixels=False)
-            return kind, f"DICOM folder: {detail}"
+            return kind, f"DICOM folder: {detail}{with_masks}"
     return "unknown", NO_IMAGES_FOLDER
 
 

@@ -38,3 +38,15 @@ def test_folders_zips_nifti_and_text(tmp_path: Path) -> None:
     ecg_csv.write_text("time_s,I,II,V1\n0,0.1,0.2,0.3\n")
     assert classify_attachment(ecg_csv).kind == "ecg"
     assert classify_attachment(tmp_path / "missing.dcm").kind == "unknown"
+
+
+def test_a_dicom_study_with_segmentations_is_described_as_dicom(tmp_path: Path) -> None:
+    """Masks under segmentations/ are NIfTI; the study's image is the DICOM series beside them."""
+    study = tmp_path / "study"
+    (study / "segmentations").mkdir(parents=True)
+    shutil.copy(pydicom_file("CT_small.dcm"), study / "IM0001")
+    shutil.copy(package_file("totalsegmentator", "resources", "ct_brain_atlas_1mm.nii.gz"),
+                study / "segmentations" / "liver.nii.gz")
+    described = classify_attachment(study)
+    assert described.kind == "ct_series"
+    assert described.detail.startswith("DICOM folder") and "segmentations/" in described.detail, described.detail
