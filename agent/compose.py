@@ -196,6 +196,30 @@ def llm_messages(question: str, sources: list[Source], patient_ja: str) -> list[
     return [{"role": "system", "content": prompts.COMPOSE_SYSTEM_JA}, {"role": "user", "content": user}]
 
 
+_CITATION_MARK = re.compile(r"\[\d+\]")
+_SENTENCE_END = "。！？."
+_LATE_CITATION = re.compile(r"\s*([。！？])\s*((?:\[\d+\])+)")
+
+
+def cite_the_only_source(text: str, sources: list[Source]) -> str:
+    """With exactly one source, a sentence without [n] can only rest on that source: it gets [1], and the
+    verifier then checks its claims against it as for any cited sentence. With several sources nothing
+    is added: an uncited sentence stays uncited and fails. (The 1.5B model writes correct but uncited
+    sentences such as 「HbA1c 6.8% は D 判定です。」; live runs 12-04.)"""
+    if len(sources) != 1:
+        return text
+    text = _LATE_CITATION.sub(r" \2\1", text)  # 「です。[1]」: the [1] belongs to the sentence before it
+    marked = []
+    for sentence in split_sentences(text):
+        core = sentence.rstrip()
+        if core and not _CITATION_MARK.search(core) and not core.startswith(NOTE_PREFIX) \
+                and re.search(r"\w", core) and core != SOURCES_HEADER:
+            end = core[-1] if core[-1] in _SENTENCE_END else ""
+            sentence = f"{core[:-1] if end else core} [{sources[0].number}]{end}{sentence[len(core):]}"
+        marked.append(sentence)
+    return "".join(marked)
+
+
 def with_sources(answer_body: str, sources: list[Source]) -> str:
     """The body and the system's source list. Lines of the body that are exact copies of that list's own
     lines (a model that writes 「出典:」「[1] 健診判定（v1.1.0）（実行済み）」 despite the prompt) are dropped:

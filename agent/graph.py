@@ -36,6 +36,7 @@ from dokuei.agent import audit, prompts
 from dokuei.agent.attachments import classify_attachment
 from dokuei.agent.compose import (
     Source,
+    cite_the_only_source,
     compose_deterministic,
     llm_messages,
     number_sources,
@@ -306,7 +307,7 @@ class Agent:
             sink = DRAFT_SINK.get()  # stop 16 (llm): stream verified sentences when a caller listens
             body = self.backend.chat(messages).text if sink is None else stream_verified(
                 self.backend.stream(messages), sources, sink)
-            answer, composer = with_sources(body, sources), self.backend.name
+            answer, composer = with_sources(cite_the_only_source(body, sources), sources), self.backend.name
         else:
             answer, sources = compose_deterministic(results, state.get("unmet", []))
             composer = "deterministic"

@@ -30,10 +30,10 @@ COMPOSE_SYSTEM_JA = (
 )
 
 #: the closing line restates the citation rule: the 1.5B model otherwise answers a bare 「要受診」 (live run 2026-12-02)
-#: and the first sentence too: it opened with a bare 「要受診です。」 in both attempts (live runs 12-04)
+#: and the first sentence too: it opened with a bare 「要受診です。」 (live runs 12-04). No example sentence:
+#: given 「要受診です [1]。」 as one, it wrote that into 14 of 22 rejected drafts, ECG answers included
 COMPOSE_USER_JA = ("質問: {question}\n患者情報: {patient}\n\n資料:\n{sources}\n\n"
-                   "回答（最初の文も含めて各文の末尾に [1] のように資料番号を付け、例「要受診です [1]。」、"
-                   "判定と数値を2〜4文で）:")
+                   "回答（最初の文も含めて各文の末尾に [1] のように資料番号を付け、判定と数値を2〜4文で）:")
 
 REGENERATE_JA = (
     "前の回答には根拠のない記述がありました: {issues}。"

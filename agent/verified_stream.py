@@ -22,7 +22,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal, TextIO
 
-from dokuei.agent.compose import Source, split_sentences
+from dokuei.agent.compose import Source, cite_the_only_source, split_sentences
 from dokuei.agent.verify import verify_answer
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class SentenceGate:
     sink: DraftSink
     buffer: str = ""
     released: int = 0  # sentences already shown
+    shown: list[str] = field(default_factory=list)  # as shown (a single source's [1] added)
     closed: bool = False
     started_s: float = field(default_factory=time.perf_counter)
     #: seconds from the gate's creation to its first released sentence (time to first verified text)
@@ -81,11 +82,12 @@ class SentenceGate:
         sentences = split_sentences(self.buffer)
         complete = sentences if final else sentences[:-1]  # the last one may still get its [n] or 。
         while self.released < len(complete):
-            nxt = complete[self.released]
+            nxt = cite_the_only_source(complete[self.released], self.sources)
             if not nxt.strip():
                 self.released += 1
+                self.shown.append(nxt)
                 continue
-            report = verify_answer("".join(complete[:self.released + 1]), self.sources)
+            report = verify_answer("".join([*self.shown, nxt]), self.sources)
             if not report.ok:
                 log.info("streamed draft withdrawn at sentence %d: %s", self.released + 1, report.issues)
                 self.closed = True
@@ -94,6 +96,7 @@ class SentenceGate:
             if self.first_sentence_s is None:
                 self.first_sentence_s = time.perf_counter() - self.started_s
             self.released += 1
+            self.shown.append(nxt)
             self.sink(StreamEvent("sentence", nxt))
 
 

@@ -143,3 +143,27 @@ def test_checkup_question_through_the_openai_compatible_server(settings: Setting
     data = _check_answer(agent.ask(QUESTION, patient={"age_years": 55, "sex": "M"}))
     assert data["backend"] == "openai"
     log.info("plan=%s composer=%s verified=%s", agent.plan_sources, data["composer"], data["verified"])
+
+
+CRITICAL_QUESTION = "このレポートに重大所見は？ 所見: 右気胸を認めます。縦隔の偏位はありません。"
+
+
+def test_the_critical_finding_judge_runs_on_the_real_model(settings: Settings,
+                                                           llama_backend: LlamaCppBackend) -> None:
+    """The report-tool hook with the embedded model: the rules flag 右気胸, the LLM judge reads 所見 + the
+    evidence and agrees; the flag and its quoted evidence stand whatever it answers (tested offline)."""
+    from dokuei import llm_hook
+
+    agent = Agent(settings)  # deterministic planning and composing: only the judge uses the model
+    llm_hook.register(llama_backend.name, lambda messages: llama_backend.chat(list(messages)).text)
+    try:
+        data = agent.ask(CRITICAL_QUESTION).to_json()
+    finally:
+        llm_hook.register(llama_backend.name, None)
+    (call,) = [c for c in data["tool_calls"] if c["name"] == "detect_critical_findings"]
+    (pneumothorax,) = [f for f in call["output"]["findings"] if f["category"] == "pneumothorax"]
+    assert call["output"]["method"] == "rules+llamacpp"
+    assert pneumothorax["status"] == "present" and pneumothorax["flagged"]
+    assert pneumothorax["evidence"] == "右気胸を認めます。"
+    assert pneumothorax["judge_status"] == "present", pneumothorax
+    assert data["verified"] and "[1]" in data["answer_ja"]

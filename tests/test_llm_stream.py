@@ -49,11 +49,15 @@ def test_gate_shows_nothing_before_a_sentence_is_complete_and_agrees_with_the_fi
     assert events == []  # the last sentence may still grow: nothing shown until the next one or the end
     gate.finish()
     assert [e.kind for e in events] == ["sentence", "done"]
-    # a citation written after the full stop is a sentence of its own for the verifier too: both reject it
-    late = "HbA1c は 6.8 % です。[1]"
-    events.clear()
-    stream_verified([late], _sources(), events.append)
-    assert [e.kind for e in events] == ["withdrawn"] and not verify_answer(late, _sources()).ok
+    # with one source an uncited sentence is cited to it (compose.cite_the_only_source): gate and final
+    # check agree, accepting a supported one and withdrawing an unsupported one
+    from dokuei.agent.compose import cite_the_only_source
+
+    for text, ok in (("HbA1c は 6.8 % です。", True), ("HbA1c は 7.9 % です。", False)):
+        events.clear()
+        stream_verified([text], _sources(), events.append)
+        assert [e.kind for e in events] == (["sentence", "done"] if ok else ["withdrawn"])
+        assert verify_answer(cite_the_only_source(text, _sources()), _sources()).ok is ok
 
 
 def test_terminal_sink_marks_the_stream_and_a_withdrawal() -> None:

@@ -43,6 +43,20 @@ def test_a_copied_source_list_is_dropped_but_a_look_alike_line_is_checked() -> N
     assert "v9.9" in forged and not verify_answer(forged, sources).ok
 
 
+def test_with_one_source_an_uncited_sentence_is_cited_to_it_and_still_checked() -> None:
+    from dokuei.agent.compose import cite_the_only_source
+
+    one = _sources(_result("HbA1c 6.8 %: D 判定", {"value": 6.8}))
+    cited = cite_the_only_source("HbA1c 6.8 % は D 判定です。\n※ 参考情報です。", one)
+    assert cited == "HbA1c 6.8 % は D 判定です [1]。\n※ 参考情報です。"  # a ※ note is not a claim
+    assert verify_answer(cited, one).ok
+    assert cite_the_only_source("要受診です。[1]", one) == "要受診です [1]。"  # a late [1] joins its sentence
+    assert not verify_answer(cite_the_only_source("HbA1c 7.2 % です。", one), one).ok  # claims still checked
+    two = _sources(_result("HbA1c 6.8 %", {"value": 6.8}, tool="a"), _result("LDL 165", {"value": 165.0}, tool="b"))
+    assert cite_the_only_source("HbA1c 6.8 % です。", two) == "HbA1c 6.8 % です。"  # which one? none is guessed
+    assert not verify_answer("HbA1c 6.8 % です。", two).ok
+
+
 def test_an_exact_equivalent_backs_a_term_but_a_related_one_does_not() -> None:
     """「要受診」 is the D grade's 「受診勧奨」 in other words (finding_terms_ja.json "equivalents"); the
     1.5B model's cited 「要受診です [1]。」 was rejected for it (live run 12-04). 要治療 is no equivalent."""
