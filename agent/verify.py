@@ -348,6 +348,12 @@ def body_of(answer: str, sources: list[Source] | None = None) -> str:
     return answer
 
 
+#: a decode that ran away: 「総合判定 D [1] [1] [1] [1] …」 up to max_tokens, every marker valid (live 12-04)
+_CITE_RUN = re.compile(r"(?:\[\d+\]\s*){4,}")
+_REPEAT_RUN = re.compile(r"(.{1,12}?)\1{7,}")  # counted only when the unit has a letter: 100000000 is a number
+_UNIT_WORDS = frozenset({"bpm", "ms", "mm", "cm", "mg", "dl", "ml", "kg", "mmhg", "hu", "mv", "hz", "min"})
+
+
 def script_issues(body: str) -> list[str]:
     """Simplified-only Chinese characters, or a body that is mostly not Japanese."""
     text = re.sub(r"\S*/\S*", " ", _CITE.sub(" ", body))  # paths and units are no language
@@ -359,8 +365,13 @@ def script_issues(body: str) -> list[str]:
     kana = sum(1 for c in text if "\u3040" <= c <= "\u30ff")
     han = sum(1 for c in text if "\u4e00" <= c <= "\u9fff")
     letters = sum(1 for c in text if c.isalpha() and c.isascii())
-    if (kana == 0 and (han >= 12 or letters >= 20)) or (letters > 2 * (kana + han) and letters >= 20):
+    # a short English sentence has too few letters for the ratio: 「The heart rate is 61 bpm [1].」 (live 12-04)
+    english_words = [w for w in re.findall(r"\b[a-z]{2,}\b", text) if w not in _UNIT_WORDS]
+    if (kana == 0 and (han >= 12 or letters >= 20)) or (letters > 2 * (kana + han) and letters >= 20) \
+            or (kana == 0 and han == 0 and len(english_words) >= 3):
         issues.append("回答の大部分が日本語ではありません")
+    if _CITE_RUN.search(body) or any(any(c.isalpha() for c in m.group(1)) for m in _REPEAT_RUN.finditer(body)):
+        issues.append("同じ記号・語句の繰り返しが続いています（生成の暴走）")
     return issues
 
 

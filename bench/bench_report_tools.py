@@ -26,6 +26,7 @@ so the held-out half is not guaranteed unseen by the rule author. Future rule ch
 Throughput: reports/s of :func:`dokuei.knowledge.reports_scan.scan_records` with 1 and 2 worker processes.
 
     python -m bench.bench_report_tools impression-en   # IU findings -> impression, word-level ROUGE
+    python -m bench.bench_report_tools impression-llm --n 20   # the LLM path (dokuei llm install), 3 exemplars
 """
 
 from __future__ import annotations
@@ -240,6 +241,52 @@ def bench_impression_en(split_seed: int = 0) -> None:
         _out(f"{mode:<11} ROUGE-1 {r1 / len(test):.3f}  ROUGE-2 {r2 / len(test):.3f}  ROUGE-L {rl / len(test):.3f}")
 
 
+def bench_impression_llm(n_held: int, threads: int) -> None:
+    """The LLM path of draft_impression on the first ``n_held`` held-out synthetic Japanese reports (the
+    split of ``impression``): the retrieved exemplars as few-shot context, the draft kept only when every
+    finding and number it names is in the findings (else the deterministic draft). Slow on 2 cores."""
+    import re
+
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from dokuei.agent.llm import LlamaCppBackend
+    from dokuei.knowledge.synthetic import generate
+    from dokuei.llm_install import default_model_path
+    from dokuei.reports.impression import Exemplar, draft_impression, draft_with_llm
+    from dokuei.settings import Settings
+
+    rows = list(generate(600, seed=21))
+    held = set(sorted({r["patient_id"] for r in rows})[:: 5])
+    train = [r for r in rows if r["patient_id"] not in held]
+    test = [r for r in rows if r["patient_id"] in held][:n_held]
+    vec = TfidfVectorizer(analyzer="char", ngram_range=(2, 2))
+    matrix = vec.fit_transform([r["findings"] for r in train])
+    backend = LlamaCppBackend(default_model_path(Settings.load()), n_threads=threads, max_tokens=160)
+
+    def chars(text: str) -> list[str]:
+        return [c for c in re.sub(r"\s+", "", text)]
+
+    totals = {"llm path": [0.0, 0.0, 0.0], "deterministic": [0.0, 0.0, 0.0]}
+    kept, t0 = 0, time.perf_counter()
+    for r in test:
+        sims = (matrix @ vec.transform([r["findings"]]).T).toarray().ravel()
+        top = sims.argsort()[::-1][:EXEMPLARS_RETRIEVED]
+        exemplars = [Exemplar(train[i]["report_id"], train[i]["findings"], train[i]["diagnosis"]) for i in top]
+        drafted = draft_with_llm(r["findings"], exemplars[:3], r["report_id"],
+                                 lambda messages: backend.chat(list(messages)).text)
+        kept += drafted.mode == "llm"
+        for name, text in (("llm path", drafted.text),
+                           ("deterministic", draft_impression(r["findings"], exemplars, r["report_id"]).text)):
+            for k, v in enumerate(_rouge(chars(r["diagnosis"]), chars(text))):
+                totals[name][k] += v
+    dt = time.perf_counter() - t0
+    _out(f"impression with the LLM (embedded 1.5B, {threads} threads), synthetic Japanese held-out, first "
+         f"{len(test)}: LLM draft kept {kept}/{len(test)} (else the deterministic draft), {dt / len(test):.1f} s each")
+    for name, (r1, r2, rl) in totals.items():
+        m = len(test)
+        _out(f"{name:<13} ROUGE-1 {r1 / m:.3f}  ROUGE-2 {r2 / m:.3f}  ROUGE-L {rl / m:.3f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="what", required=True)
@@ -250,12 +297,17 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("impression-en")
     p = sub.add_parser("impression")
     p.add_argument("--n", type=int, default=600)
+    p = sub.add_parser("impression-llm")
+    p.add_argument("--n", type=int, default=20, help="held-out reports drafted by the LLM")
+    p.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.what == "critical":
         bench_critical(args.n_synthetic, args.iu_limit or None, args.split)
     elif args.what == "impression-en":
         bench_impression_en()
+    elif args.what == "impression-llm":
+        bench_impression_llm(args.n, args.threads)
     else:
         bench_impression(args.n)
 

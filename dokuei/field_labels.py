@@ -22,6 +22,8 @@ FIELD_LABELS_JA: dict[str, str] = {
     "muscle_mean_hu": "骨格筋の平均 CT 値",
     "l3_z_mm": "L3 スライスの z 座標",
     "l3_slice_index": "L3 スライス番号",
+    "level": "計測レベル",
+    "n_l3_slices": "L3 椎体のスライス数",
     "bmi_kg_m2": "BMI",
     "height_cm": "身長",
     "weight_kg": "体重",

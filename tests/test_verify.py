@@ -43,6 +43,25 @@ def test_a_copied_source_list_is_dropped_but_a_look_alike_line_is_checked() -> N
     assert "v9.9" in forged and not verify_answer(forged, sources).ok
 
 
+def test_a_short_english_answer_is_not_japanese_but_measurements_are_no_language() -> None:
+    from dokuei.agent.verify import script_issues
+
+    assert script_issues("The heart rate is 61 bpm [1].")  # accepted before: 17 letters, under the ratio floor
+    assert not script_issues("PR 156 ms、QRS 71 ms、QTc 396 ms [1]。")
+    assert not script_issues("心拍数 61 bpm [1]。")
+
+
+def test_a_runaway_repetition_is_rejected_although_every_marker_is_valid() -> None:
+    sources = _sources(_result("総合判定 D（要医療・要精密検査）", {}))
+    runaway = "総合判定 D [1] [1] は要医療・要精密検査 " + "[1] " * 40  # the real model's draft, 12-04
+    assert not verify_answer(runaway, sources).ok
+    assert verify_answer("総合判定 D（要医療・要精密検査）です [1]。", sources).ok
+    assert not verify_answer("要医療" * 8 + " [1]。", sources).ok
+    from dokuei.agent.verify import script_issues
+
+    assert not script_issues("血小板 100000000 /L、―――――――― [1]。")  # digits and rules are no runaway
+
+
 def test_with_one_source_an_uncited_sentence_is_cited_to_it_and_still_checked() -> None:
     from dokuei.agent.compose import cite_the_only_source
 

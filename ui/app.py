@@ -573,8 +573,9 @@ def build_app(settings: Settings | None = None, agent: Any = None, workers: int 
             stack, stack_inputs, ct_stack)
         view_inputs = [ct_pick, compare_pick, slice_index, *view_settings]
         # the page swaps preloaded frames while the slider moves; the server's lossless frame follows
+        # no progress overlay: it would cover the preview the page already shows (seen in Chromium)
         slice_index.change(render, view_inputs, [ct_view, compare_view], trigger_mode="always_last",
-                           concurrency_limit=None)
+                           concurrency_limit=None, show_progress="hidden")
         for control in (compare_pick, preset, zoom, layers):
             control.change(restyle, view_inputs, [ct_view, compare_view, ct_stack]).then(stack, stack_inputs, ct_stack)
         ct_view.select(on_view_click, [click_mode, *view_inputs],

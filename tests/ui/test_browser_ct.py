@@ -112,6 +112,9 @@ def test_zipped_ct_study_gives_the_cli_smi_and_opens_the_l3_overlay(
     assert _slider_value(page) == L3_SLICE + 1
     src = page.locator("#ct-view img").first.get_attribute("src") or ""
     assert src.startswith("data:image/jpeg"), src[:60]  # shown without waiting for the server
+    # and not hidden under Gradio's progress overlay while the server's frame is pending (seen in Chromium)
+    assert page.evaluate("() => [...document.querySelectorAll('#ct-view [data-testid=status-tracker]')]"
+                         ".every(e => e.classList.contains('hide'))")
     preview = _shown_image(page, "ct-view").astype(int)
     page.wait_for_function(f"() => /-k{L3_SLICE + 1}\\.png/.test(document.querySelector('#ct-view img')?.src || '')",
                            timeout=60_000)
