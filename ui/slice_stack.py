@@ -83,11 +83,19 @@ function setSrc(id, src) {
   const img = document.querySelector('#' + id + ' img');
   if (img && src && img.getAttribute('src') !== src) img.setAttribute('src', src);
 }
-function show(k) {
+function show(k, t0) {
   if (!stack.frames.length || !(k >= 0 && k < stack.frames.length)) return false;
   setSrc('ct-view', stack.frames[k]);
   if (stack.compare.length) setSrc('compare-view', stack.compare[k]);
   element.dataset.shown = String(k);
+  // frame time as the page sees it: the input event to the decoded frame's next paint (bench/bench_ui.py)
+  const img = document.querySelector('#ct-view img');
+  if (t0 !== undefined && img && img.decode) {
+    img.decode().then(() => requestAnimationFrame(() => {
+      element.dataset.frameMs = (performance.now() - t0).toFixed(1);
+      element.dataset.frames = String(Number(element.dataset.frames || 0) + 1);
+    })).catch(() => {});
+  }
   return true;
 }
 function load() {
@@ -101,7 +109,7 @@ function load() {
 }
 document.addEventListener('input', (event) => {
   const target = event.target;
-  if (target && target.closest && target.closest('#ct-slice')) show(Number(target.value));
+  if (target && target.closest && target.closest('#ct-slice')) show(Number(target.value), event.timeStamp);
 }, true);
 // a lossless frame the server rendered for an older slice must not replace the slice the slider is on
 new MutationObserver((records) => {
