@@ -203,6 +203,15 @@ def test_progress_rows_show_planned_tools_running_and_finished_ones_done() -> No
     assert _progress_rows(agent, "t", before="c2") == [["（計画中）", "待機中", "", ""]]
 
 
+def test_a_reference_whose_label_holds_its_text_is_listed_once() -> None:
+    from dokuei.ui.present import sources_markdown
+
+    ref = "Nishikawa H, et al. Hepatol Res 2016;46:951-963."
+    shown = sources_markdown([{"number": 2, "label_ja": f"基準の出典: {ref}", "text": ref},
+                              {"number": 1, "label_ja": "健診判定（v1.1.0）", "text": "HbA1c 6.8 %: D 判定"}])
+    assert shown.count("Hepatol Res") == 1 and "HbA1c 6.8 %: D 判定" in shown
+
+
 def test_tool_output_reads_as_japanese_labels_with_units_beside_the_values() -> None:
     """The source table and the trace name fields as a clinician does; list items by their own names."""
     from dokuei.ui.present import _key_values, output_rows

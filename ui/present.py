@@ -80,7 +80,9 @@ def sources_markdown(citations: list[dict[str, Any]]) -> str:
     lines = []
     for c in citations:
         text = " ".join(str(c.get("text", "")).split())
-        lines.append(f"**[{c['number']}]** {clinician_text(str(c['label_ja']))}  \n{clinician_text(text[:400])}")
+        label = str(c["label_ja"])
+        shown = "" if text and text in " ".join(label.split()) else f"  \n{clinician_text(text[:400])}"
+        lines.append(f"**[{c['number']}]** {clinician_text(label)}{shown}")  # a reference is not printed twice
     return "\n\n".join(lines)
 
 
