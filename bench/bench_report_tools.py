@@ -150,19 +150,29 @@ def _rouge(ref: list[str], hyp: list[str]) -> tuple[float, float, float]:
     def f1(overlap: int, n_ref: int, n_hyp: int) -> float:
         return 2 * overlap / (n_ref + n_hyp) if n_ref and n_hyp else 0.0
 
+    from dokuei.reports.impression import lcs_f1
+
     out = []
     for n in (1, 2):
         r = Counter(tuple(ref[i:i + n]) for i in range(len(ref) - n + 1))
         h = Counter(tuple(hyp[i:i + n]) for i in range(len(hyp) - n + 1))
         out.append(f1(sum((r & h).values()), sum(r.values()), sum(h.values())))
-    prev = [0] * (len(hyp) + 1)
-    for a in ref:
-        cur = [0]
-        for j, b in enumerate(hyp):
-            cur.append(prev[j] + 1 if a == b else max(prev[j + 1], cur[j]))
-        prev = cur
-    out.append(f1(prev[-1], len(ref), len(hyp)))
-    return out[0], out[1], out[2]
+    return out[0], out[1], lcs_f1(ref, hyp)
+
+
+def _out_rouge(totals: dict[str, list[float]], n: int, width: int = 11) -> None:
+    for name, (r1, r2, rl) in totals.items():
+        _out(f"{name:<{width}} ROUGE-1 {r1 / n:.3f}  ROUGE-2 {r2 / n:.3f}  ROUGE-L {rl / n:.3f}")
+
+
+def _synthetic_split(n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(archive, held out) of the synthetic Japanese reports, split by patient: every 5th patient (~20 %)
+    is held out, and none of their reports is in the archive."""
+    from dokuei.knowledge.synthetic import generate
+
+    rows = list(generate(n, seed=21))
+    held = set(sorted({r["patient_id"] for r in rows})[:: 5])
+    return [r for r in rows if r["patient_id"] not in held], [r for r in rows if r["patient_id"] in held]
 
 
 def bench_impression(n: int) -> None:
@@ -171,14 +181,9 @@ def bench_impression(n: int) -> None:
 
     from sklearn.feature_extraction.text import TfidfVectorizer  # type: ignore[import-untyped]
 
-    from dokuei.knowledge.synthetic import generate
     from dokuei.reports.impression import Exemplar, draft_impression
 
-    rows = list(generate(n, seed=21))
-    patients = sorted({r["patient_id"] for r in rows})
-    held = set(patients[:: 5])  # every 5th patient: ~20 % of the reports, none of their reports in the archive
-    train = [r for r in rows if r["patient_id"] not in held]
-    test = [r for r in rows if r["patient_id"] in held]
+    train, test = _synthetic_split(n)
     vec = TfidfVectorizer(analyzer="char", ngram_range=(2, 2))
     matrix = vec.fit_transform([r["findings"] for r in train])
 
@@ -198,9 +203,7 @@ def bench_impression(n: int) -> None:
     dt = time.perf_counter() - t0
     _out(f"impression, synthetic Japanese: {len(train)} archive / {len(test)} held-out reports "
          f"(split by patient), character-level ROUGE F1")
-    for mode, (r1, r2, rl) in totals.items():
-        m = len(test)
-        _out(f"{mode:<11} ROUGE-1 {r1 / m:.3f}  ROUGE-2 {r2 / m:.3f}  ROUGE-L {rl / m:.3f}")
+    _out_rouge(totals, len(test))
     _out(f"{2 * len(test) / dt:.0f} drafts/s")
 
 
@@ -237,8 +240,7 @@ def bench_impression_en(split_seed: int = 0) -> None:
                 totals[mode][k] += v
     _out(f"retrieval path by mode: {dict(modes)}")
     _out(f"impression, IU English: {len(train)} archive (dev half) / {len(test)} held-out, word-level ROUGE F1")
-    for mode, (r1, r2, rl) in totals.items():
-        _out(f"{mode:<11} ROUGE-1 {r1 / len(test):.3f}  ROUGE-2 {r2 / len(test):.3f}  ROUGE-L {rl / len(test):.3f}")
+    _out_rouge(totals, len(test))
 
 
 def bench_impression_llm(n_held: int, threads: int) -> None:
@@ -250,15 +252,12 @@ def bench_impression_llm(n_held: int, threads: int) -> None:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     from dokuei.agent.llm import LlamaCppBackend
-    from dokuei.knowledge.synthetic import generate
     from dokuei.llm_install import default_model_path
     from dokuei.reports.impression import Exemplar, draft_impression, draft_with_llm
     from dokuei.settings import Settings
 
-    rows = list(generate(600, seed=21))
-    held = set(sorted({r["patient_id"] for r in rows})[:: 5])
-    train = [r for r in rows if r["patient_id"] not in held]
-    test = [r for r in rows if r["patient_id"] in held][:n_held]
+    train, test = _synthetic_split(600)
+    test = test[:n_held]
     vec = TfidfVectorizer(analyzer="char", ngram_range=(2, 2))
     matrix = vec.fit_transform([r["findings"] for r in train])
     backend = LlamaCppBackend(default_model_path(Settings.load()), n_threads=threads, max_tokens=160)
@@ -282,9 +281,7 @@ def bench_impression_llm(n_held: int, threads: int) -> None:
     dt = time.perf_counter() - t0
     _out(f"impression with the LLM (embedded 1.5B, {threads} threads), synthetic Japanese held-out, first "
          f"{len(test)}: LLM draft kept {kept}/{len(test)} (else the deterministic draft), {dt / len(test):.1f} s each")
-    for name, (r1, r2, rl) in totals.items():
-        m = len(test)
-        _out(f"{name:<13} ROUGE-1 {r1 / m:.3f}  ROUGE-2 {r2 / m:.3f}  ROUGE-L {rl / m:.3f}")
+    _out_rouge(totals, len(test), width=13)
 
 
 def main(argv: list[str] | None = None) -> None:

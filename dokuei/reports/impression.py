@@ -143,7 +143,8 @@ def _tokens(text: str) -> list[str]:
     return [c for c in t if not c.isspace()] if is_japanese(t) else re.findall(r"[a-z0-9]+", t)
 
 
-def _lcs_f1(a: list[str], b: list[str]) -> float:
+def lcs_f1(a: list[str], b: list[str]) -> float:
+    """ROUGE-L F1: twice the longest common subsequence over the two lengths (0 when one is empty)."""
     if not a or not b:
         return 0.0
     prev = [0] * (len(b) + 1)
@@ -197,7 +198,7 @@ def consensus(findings: str, usable: list[Exemplar]) -> tuple[Exemplar, float] |
     if len(usable) < 2:
         return None
     tokens = [_tokens(e.impression) for e in usable]
-    agreement = [sum(_lcs_f1(t, o) for j, o in enumerate(tokens) if j != i) / (len(tokens) - 1)
+    agreement = [sum(lcs_f1(t, o) for j, o in enumerate(tokens) if j != i) / (len(tokens) - 1)
                  for i, t in enumerate(tokens)]
     for i in sorted(range(len(usable)), key=lambda i: -agreement[i]):
         if agreement[i] < CONSENSUS_MIN_AGREEMENT:
